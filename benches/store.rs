@@ -1,0 +1,2 @@
+//! criterion benches (in progress).
+fn main() {}

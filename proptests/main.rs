@@ -1,0 +1,1 @@
+//! proptest model tests (in progress).

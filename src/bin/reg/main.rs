@@ -1,0 +1,5 @@
+//! The `reg` command line.
+
+fn main() {
+    println!("reg {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,224 @@
+//! Change requests: what consumers ask providers to do, one slot per name, latest wins.
+//!
+//! # Invariants
+//!
+//! * `pending` holds at most one request per name; a newer request replaces the older one.
+//! * Delivery is at most once: a request leaves `pending` by one atomic map removal, and only the
+//!   taker whose removal succeeded returns it.
+//! * A request is never lost to a racing take: [`TakeRequests`] registers its signal before it
+//!   first looks at `pending`, and a requester inserts into `pending` before it fires the slots,
+//!   so either the take's look finds the request or the firing wakes the take (the same argument
+//!   as in `watch.rs`, with request sequence numbers in place of revisions).
+//! * A cancelled take consumes nothing: removal happens inside `poll`, and a poll that removes
+//!   anything returns it in the same call.
+//! * Bounded: `count` tracks `pending.len()`; a request for a new name is refused once the cap is
+//!   reached (the cap may be overshot by at most the number of concurrent requesters), and a
+//!   request older than the age limit is dropped, by the expiry sweep or when a take finds it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::json::Json;
+use crate::store::watch::{Registration, Selector, Signal, WatchSlots, SHUTDOWN};
+use crate::store::{Shared, StoreError};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Map, Ordering};
+
+/// A change request as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    value: Json,
+    /// When it was made, in clock milliseconds (for the age limit).
+    at: u64,
+}
+
+/// A change request handed to a provider: the register name and the value asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRequest {
+    /// The register the request is for.
+    pub name: Arc<str>,
+    /// The value the consumer asked for.
+    pub value: Json,
+}
+
+/// The pending change requests of a registry.
+#[derive(Debug)]
+pub(crate) struct Requests {
+    pending: Map<Arc<str>, Pending>,
+    /// `pending.len()`, kept separately so the cap check is one atomic load.
+    count: AtomicUsize,
+    /// The sequence number of the latest request: what request waiters are fired with.
+    seq: AtomicU64,
+    pub(crate) watchers: Arc<WatchSlots>,
+    max_pending: usize,
+    /// Age limit in clock milliseconds.
+    max_age_ms: u64,
+}
+
+impl Requests {
+    pub(crate) fn new(max_pending: usize, max_age_ms: u64) -> Self {
+        Self {
+            pending: Map::new(),
+            count: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
+            watchers: Arc::new(WatchSlots::new()),
+            max_pending,
+            max_age_ms,
+        }
+    }
+
+    /// Stores a request (replacing an older one for the same name) and wakes its takers.
+    pub(crate) fn request(&self, name: &str, value: Json, now: u64) -> Result<(), StoreError> {
+        // Replacing an existing request never grows the map, so it is allowed at the cap.
+        // Ordering: Relaxed: `count` is a bound, not a synchronization point.
+        if self.count.load(Ordering::Relaxed) >= self.max_pending
+            && self.pending.with(name, |_| ()).is_none()
+        {
+            return Err(StoreError::TooManyRequests {
+                limit: self.max_pending,
+            });
+        }
+        if self
+            .pending
+            .insert(Arc::from(name), Pending { value, at: now })
+            .is_none()
+        {
+            // Ordering: Relaxed: see above.
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        // Ordering: AcqRel: sequence numbers only need to be unique and increasing; the fire
+        // (AcqRel fetch_max on the signal) carries the happens-before to the taker.
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.watchers.wake(name, seq);
+        Ok(())
+    }
+
+    /// Takes (removes and returns) the fresh pending requests the selector names, sorted by
+    /// name.
+    pub(crate) fn take(&self, selector: &Selector, now: u64) -> Vec<ChangeRequest> {
+        let mut out = Vec::new();
+        match selector {
+            Selector::Names(names) => {
+                for name in names.iter() {
+                    if let Some((name, pending)) = self.pending.remove(&**name) {
+                        self.count.fetch_sub(1, Ordering::Relaxed);
+                        if self.is_fresh(&pending, now) {
+                            out.push(ChangeRequest {
+                                name,
+                                value: pending.value,
+                            });
+                        }
+                    }
+                }
+            }
+            Selector::All => {
+                let mut removed = 0;
+                self.pending.retain(|name, pending| {
+                    removed += 1;
+                    if self.is_fresh(pending, now) {
+                        out.push(ChangeRequest {
+                            name: Arc::clone(name),
+                            value: pending.value.clone(),
+                        });
+                    }
+                    false
+                });
+                // Ordering: Relaxed: see `request`.
+                self.count.fetch_sub(removed, Ordering::Relaxed);
+                out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            }
+        }
+        out
+    }
+
+    /// Drops requests older than the age limit; returns how many.
+    pub(crate) fn sweep(&self, now: u64) -> usize {
+        let mut dropped = 0;
+        self.pending.retain(|_, pending| {
+            let keep = self.is_fresh(pending, now);
+            dropped += usize::from(!keep);
+            keep
+        });
+        // Ordering: Relaxed: see `request`.
+        self.count.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
+    }
+
+    fn is_fresh(&self, pending: &Pending, now: u64) -> bool {
+        now.saturating_sub(pending.at) < self.max_age_ms
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        // Ordering: Relaxed: a gauge.
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// A wait for change requests; made by
+/// [`Registry::take_requests`](crate::Registry::take_requests).
+///
+/// Resolves at once with the pending requests it names, or, when none is pending, with the
+/// first ones that arrive. Resolves with an empty list on shutdown.
+///
+/// # Cancel safety
+///
+/// Cancel safe: requests are removed only inside the `poll` that returns them, so a take that is
+/// dropped before it completes has taken nothing.
+#[must_use = "TakeRequests does nothing unless awaited"]
+#[derive(Debug)]
+pub struct TakeRequests {
+    shared: Arc<Shared>,
+    selector: Selector,
+    signal: Arc<Signal>,
+    registration: Registration,
+    /// The highest request sequence this take has already looked past.
+    seen: u64,
+}
+
+impl TakeRequests {
+    pub(crate) fn new(shared: Arc<Shared>, selector: Selector) -> Self {
+        let signal = Signal::new();
+        let registration = shared.requests.watchers.register(&selector, &signal);
+        Self {
+            shared,
+            selector,
+            signal,
+            registration,
+            seen: 0,
+        }
+    }
+}
+
+impl Future for TakeRequests {
+    type Output = Vec<ChangeRequest>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            let taken = this
+                .shared
+                .requests
+                .take(&this.selector, this.shared.now_ms());
+            if !taken.is_empty() {
+                return Poll::Ready(taken);
+            }
+            if this.shared.is_shut_down() || this.seen == SHUTDOWN {
+                return Poll::Ready(Vec::new());
+            }
+            match this.signal.poll_above(cx, this.seen) {
+                // Something arrived (or shutdown): look again.
+                Poll::Ready(fired) => this.seen = fired,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for TakeRequests {
+    fn drop(&mut self) {
+        self.shared
+            .requests
+            .watchers
+            .unregister(&mut self.registration);
+    }
+}
