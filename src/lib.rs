@@ -41,7 +41,7 @@
 //! a refresh never touches the wheel. See each module's `# Invariants`.
 
 mod duration;
-mod json;
+pub mod json;
 mod store;
 mod sync;
 
