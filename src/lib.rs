@@ -54,3 +54,8 @@ pub use store::{
     DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_REMOVAL_HISTORY,
     DEFAULT_REQUEST_MAX_AGE, DEFAULT_TTL,
 };
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
