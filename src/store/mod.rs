@@ -646,21 +646,26 @@ impl Shared {
         let metadata = normalize_metadata(metadata)?;
         let deadline = self.deadline(self.now_ms(), ttl);
 
-        // Fast path: an unchanged write only moves the deadline, lock-free.
-        if let Some(entry) = self.registers.get(name) {
-            let unchanged = entry
+        // Fast path: an unchanged write only moves the deadline, lock-free (`with` borrows the
+        // entry under the shard's read lock: no reference-count traffic on hot registers).
+        let refreshed = self.registers.with(name, |entry| {
+            let revision = entry
                 .snapshot
-                .peek(|r| r.same_content(&value, &metadata).then_some(r.revision));
-            if let Some(revision) = unchanged {
-                if let Extend::Moved { previous } = entry.extend(deadline) {
-                    self.rescheduled(&entry, previous, deadline);
-                    return Ok(SetOutcome {
-                        change: Change::Refreshed,
-                        revision,
-                    });
+                .peek(|r| r.same_content(&value, &metadata).then_some(r.revision))?;
+            match entry.extend(deadline) {
+                Extend::Moved { previous } => {
+                    self.rescheduled(entry, previous, deadline);
+                    Some(revision)
                 }
-                // Dead: removed since we looked; the slow path re-creates it.
+                // Removed since we looked: the slow path re-creates it.
+                Extend::Dead => None,
             }
+        });
+        if let Some(Some(revision)) = refreshed {
+            return Ok(SetOutcome {
+                change: Change::Refreshed,
+                revision,
+            });
         }
 
         let commit = self.commit.lock();

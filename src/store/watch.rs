@@ -26,6 +26,9 @@ use slab::Slab;
 
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Map, Mutex, Ordering};
 
+/// Up to this many waiters, a slot fires them under its mutex (cheaper than a snapshot).
+const FIRE_UNDER_LOCK: usize = 16;
+
 /// The value a signal is fired with on shutdown: above every revision.
 pub(crate) const SHUTDOWN: u64 = u64::MAX;
 
@@ -109,9 +112,23 @@ impl Slot {
     }
 
     /// Fires every waiter of this slot with `value`.
+    ///
+    /// Many waiters are fired outside the slot's mutex, from a snapshot: waking 10,000 tasks
+    /// takes milliseconds, and the woken tasks unregister through this mutex while holding a map
+    /// shard's write lock, which would stall every reader of that shard meanwhile. Firing from a
+    /// snapshot is safe: a waiter that registers after it re-checks the (already published)
+    /// change itself, and firing a waiter that has just unregistered is a no-op.
     pub(crate) fn fire_all(&self, value: u64) {
         let waiters = self.waiters.lock();
-        for (_, signal) in waiters.iter() {
+        if waiters.len() <= FIRE_UNDER_LOCK {
+            for (_, signal) in waiters.iter() {
+                signal.fire(value);
+            }
+            return;
+        }
+        let snapshot: Vec<Arc<Signal>> = waiters.iter().map(|(_, s)| Arc::clone(s)).collect();
+        drop(waiters);
+        for signal in snapshot {
             signal.fire(value);
         }
     }
