@@ -40,8 +40,12 @@
 //! any-register waiters. TTLs live in a hierarchical timing wheel driven by one expiry thread;
 //! a refresh never touches the wheel. See each module's `# Invariants`.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod duration;
 pub mod json;
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 mod sync;
 

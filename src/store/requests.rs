@@ -11,9 +11,11 @@
 //!   as in `watch.rs`, with request sequence numbers in place of revisions).
 //! * A cancelled take consumes nothing: removal happens inside `poll`, and a poll that removes
 //!   anything returns it in the same call.
-//! * Bounded: `count` tracks `pending.len()`; a request for a new name is refused once the cap is
-//!   reached (the cap may be overshot by at most the number of concurrent requesters), and a
-//!   request older than the age limit is dropped, by the expiry sweep or when a take finds it.
+//! * Bounded: `count` tracks `pending.len()` (raised under the entry lock of the insert that
+//!   adds a name, so a racing take's decrement always follows it and `count` never wraps); a
+//!   request for a new name is refused once the cap is reached (the cap may be overshot by at
+//!   most the number of concurrent requesters), and a request older than the age limit is
+//!   dropped, by the expiry sweep or when a take finds it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -78,14 +80,21 @@ impl Requests {
                 limit: self.max_pending,
             });
         }
-        if self
-            .pending
-            .insert(Arc::from(name), Pending { value, at: now })
-            .is_none()
-        {
-            // Ordering: Relaxed: see above.
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
+        // `count` is raised under the entry's lock, by the same critical section that inserts a
+        // new name: a take can only remove (and decrement for) an entry after that, so `count`
+        // never drops below the true size, let alone wraps. (Raising it after the insert let a
+        // racing take decrement first: `count` wrapped to `usize::MAX` and refused every new
+        // name as over the cap; found by the loom model `concurrent_take_never_trips_the_cap`.)
+        let request = Pending { value, at: now };
+        self.pending.upsert_with(
+            Arc::from(name),
+            || {
+                // Ordering: Relaxed: see above; the entry lock orders it before any decrement.
+                self.count.fetch_add(1, Ordering::Relaxed);
+                request.clone()
+            },
+            |pending| *pending = request.clone(),
+        );
         // Ordering: AcqRel: sequence numbers only need to be unique and increasing; the fire
         // (AcqRel fetch_max on the signal) carries the happens-before to the taker.
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;

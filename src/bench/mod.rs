@@ -1,0 +1,324 @@
+//! `reg bench`: the capacity-planning benchmark suite.
+//!
+//! Each scenario drives a reg-compatible server over real HTTP — ours, started in-process, or
+//! any server at a URL — and reports throughput and latency **beside the same load against a
+//! bare hyper server** (the *ceiling*, see `ceiling.rs`) measured in the same run, so every
+//! figure comes with this machine's limit next to it.
+//!
+//! Scenarios:
+//! * `fleet` — D devices each providing R registers with TTL T (refresh at T/2), C consumers
+//!   long-polling subsets: sustained refreshes/s, update→consumer latency, server memory.
+//! * `read` / `write` — GET /consumer and PUT /provider throughput and latency.
+//! * `fanout` — N parked long polls on one register, and on N different registers.
+//! * `commands` — change-request round trip.
+//! * `ceiling` — the bare server alone: this machine's HTTP limit.
+//!
+//! Load is open-loop at a target rate with coordinated-omission-corrected latency (see
+//! `load.rs`), or closed-loop (as fast as answered) when no rate is given. Client connections
+//! are spread over 127.0.0.x source addresses.
+
+mod ceiling;
+mod http;
+mod load;
+mod report;
+mod scenarios;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+pub use report::{Latency, Machine, Report, Row};
+pub use scenarios::{CommandsOptions, FanoutOptions, FleetOptions, ThroughputOptions};
+
+use crate::server::{RunningServer, Server, ServerConfig};
+use crate::Registry;
+
+/// What a benchmark failed on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// The target URL is not `http://host:port`.
+    #[error("invalid target url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A parameter is out of range.
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    /// Starting the in-process server failed.
+    #[error("cannot start the in-process server: {0}")]
+    Server(String),
+    /// A network error that ended the run.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server did something a reg server must not.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl BenchError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+        let context = context.into();
+        move |source| BenchError::Io { context, source }
+    }
+}
+
+/// Which server a run measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Start reg's server in this process on 127.0.0.1 (any port).
+    InProcess,
+    /// A running reg-compatible server at `http://host:port`.
+    Url(String),
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// The server to measure.
+    pub target: Target,
+    /// How long to measure (each measured phase).
+    pub duration: Duration,
+    /// How long to run before measuring.
+    pub warmup: Duration,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            target: Target::InProcess,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A scenario with its options.
+#[derive(Debug, Clone)]
+pub enum Scenario {
+    /// See the module docs.
+    Fleet(FleetOptions),
+    /// GET /consumer throughput and latency.
+    Read(ThroughputOptions),
+    /// PUT /provider throughput and latency.
+    Write(ThroughputOptions),
+    /// Parked long polls answered by one PUT.
+    Fanout(FanoutOptions),
+    /// Change-request round trip.
+    Commands(CommandsOptions),
+    /// The bare server alone.
+    Ceiling(ThroughputOptions),
+}
+
+impl Scenario {
+    /// The scenario's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Fleet(_) => "fleet",
+            Scenario::Read(_) => "read",
+            Scenario::Write(_) => "write",
+            Scenario::Fanout(_) => "fanout",
+            Scenario::Commands(_) => "commands",
+            Scenario::Ceiling(_) => "ceiling",
+        }
+    }
+}
+
+/// The server under test: its address, and the in-process server if we started it.
+#[derive(Debug)]
+pub(crate) struct Under {
+    pub(crate) addr: SocketAddr,
+    pub(crate) server: Option<RunningServer>,
+}
+
+impl Under {
+    async fn start(target: &Target) -> Result<Under, BenchError> {
+        match target {
+            Target::InProcess => {
+                let registry = Registry::new();
+                let config = ServerConfig {
+                    // The fanout scenario parks thousands of polls on one node.
+                    max_connections: 100_000,
+                    ..ServerConfig::default()
+                };
+                let server = Server::builder()
+                    .registry(registry)
+                    .config(config)
+                    .bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| BenchError::Server(e.to_string()))?;
+                Ok(Under {
+                    addr: server.local_addr(),
+                    server: Some(server),
+                })
+            }
+            Target::Url(url) => Ok(Under {
+                addr: resolve(url)?,
+                server: None,
+            }),
+        }
+    }
+
+    fn describe(&self, target: &Target) -> String {
+        match target {
+            Target::InProcess => format!("in-process reg {}", env!("CARGO_PKG_VERSION")),
+            Target::Url(url) => url.clone(),
+        }
+    }
+
+    /// Parked long polls (consumer + provider) on the server, if it tells.
+    pub(crate) async fn parked(&self) -> Option<u64> {
+        if let Some(server) = &self.server {
+            let stats = server.registry().stats();
+            return Some((stats.parked_waits + stats.parked_takes) as u64);
+        }
+        let metrics = self.metrics().await?;
+        let sum: u64 = ["reg_parked_consumer_polls", "reg_parked_provider_polls"]
+            .iter()
+            .filter_map(|name| metric(&metrics, name))
+            .map(|v| v as u64)
+            .sum();
+        Some(sum)
+    }
+
+    /// The server's resident memory in bytes, if it can be known.
+    pub(crate) async fn rss(&self) -> Option<u64> {
+        if self.server.is_some() {
+            return process_rss();
+        }
+        let metrics = self.metrics().await?;
+        metric(&metrics, "process_resident_memory_bytes").map(|v| v as u64)
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        let mut conn = http::Conn::connect(self.addr, None).await.ok()?;
+        let response = conn
+            .send(&http::request("GET", "/metrics", self.addr, None))
+            .await
+            .ok()?;
+        (response.status == 200).then(|| String::from_utf8_lossy(&response.body).into_owned())
+    }
+
+    async fn stop(self) {
+        if let Some(server) = self.server {
+            let _ = server.shutdown_and_wait().await;
+        }
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// This process's resident set size, from /proc/self/statm.
+pub(crate) fn process_rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// `http://host:port[/]` → a socket address.
+fn resolve(url: &str) -> Result<SocketAddr, BenchError> {
+    let invalid = |reason: &str| BenchError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| invalid("only http:// is supported"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(invalid("no host"));
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| invalid(&e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid("host did not resolve"))
+}
+
+/// Runs a scenario and returns its report. `progress` shows a progress bar on stderr.
+pub async fn run(
+    scenario: &Scenario,
+    common: &Common,
+    progress: bool,
+) -> Result<Report, BenchError> {
+    if common.duration.is_zero() {
+        return Err(BenchError::InvalidParameter(
+            "duration must be above zero".into(),
+        ));
+    }
+    let under = Under::start(&common.target).await?;
+    let bar = scenarios::Progress::new(progress, scenario, common);
+    let outcome = match scenario {
+        Scenario::Fleet(options) => scenarios::fleet(&under, common, options, &bar).await,
+        Scenario::Read(options) => scenarios::read(&under, common, options, &bar).await,
+        Scenario::Write(options) => scenarios::write(&under, common, options, &bar).await,
+        Scenario::Fanout(options) => scenarios::fanout(&under, common, options, &bar).await,
+        Scenario::Commands(options) => scenarios::commands(&under, common, options, &bar).await,
+        Scenario::Ceiling(options) => scenarios::ceiling(common, options, &bar).await,
+    };
+    bar.finish();
+    let target = under.describe(&common.target);
+    under.stop().await;
+    let (parameters, rows, notes) = outcome?;
+    Ok(Report {
+        scenario: scenario.name().to_string(),
+        target,
+        machine: Machine::detect(),
+        parameters,
+        rows,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_resolve_or_say_why_not() {
+        assert_eq!(
+            resolve("http://127.0.0.1:8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            resolve("http://127.0.0.1/").unwrap(),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert!(matches!(
+            resolve("https://x:1"),
+            Err(BenchError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            resolve("http://"),
+            Err(BenchError::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn reads_unlabelled_metrics() {
+        let text = "# HELP x\nreg_parked_consumer_polls 12\nreg_parked_provider_polls{a=\"b\"} 3\n";
+        assert_eq!(metric(text, "reg_parked_consumer_polls"), Some(12.0));
+        assert_eq!(metric(text, "reg_parked_provider_polls"), None);
+    }
+}

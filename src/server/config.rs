@@ -1,0 +1,97 @@
+//! Server limits and timeouts: every number the contract bounds, with its default.
+
+use std::time::Duration;
+
+/// Default request body limit: 1 MiB (the REST contract, Part B "Limits").
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default limit on names in one request (query names or body registers): 10,000 (the
+/// contract).
+pub const DEFAULT_MAX_NAMES: usize = 10_000;
+/// Default longest register name: 1,024 bytes (the contract; the registry's default too).
+pub const DEFAULT_MAX_NAME_LEN: usize = crate::store::DEFAULT_MAX_NAME_LEN;
+/// Default longest long poll: 10 minutes; a longer `wait` is clamped to it (the contract).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(600);
+/// Default cap on open connections: 16,384, enough for the 10,000 parked polls the
+/// benchmarks hold, well under a typical `ulimit -n` of 65,536 once raised.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default limit on reading a request head (and a request body) once its first byte arrived:
+/// 10 s, the slow-client bound Go servers commonly use for `ReadHeaderTimeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit on a connection with no request in flight and no bytes arriving: 60 s, a
+/// little over the 30–60 s most HTTP client pools keep idle connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default longest graceful drain on shutdown: 10 s (the contract's server lifecycle).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between SSE keep-alive comments: 15 s (the contract).
+pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Default listen backlog: 1,024 connections waiting beyond the connection cap (Linux clamps
+/// it to `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Default TCP keep-alive idle time: 60 s, so a peer that vanished without a FIN (half-open)
+/// is found while its poll is parked.
+pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Limits and timeouts of a [`Server`](super::Server). Build it from [`Default`] and override
+/// fields:
+///
+/// ```
+/// use reg::server::ServerConfig;
+/// use std::time::Duration;
+///
+/// let config = ServerConfig {
+///     max_wait: Duration::from_secs(60),
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.max_body_bytes, 1024 * 1024);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Largest request body in bytes; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// Most names in one request (query names, or registers in a body); more is 400.
+    pub max_names: usize,
+    /// Longest register name in bytes; longer is 400. Keep the registry's own limit at least
+    /// this high, or a write the server accepted can fail in the registry.
+    pub max_name_len: usize,
+    /// Longest `wait`; a longer one is clamped to this.
+    pub max_wait: Duration,
+    /// Most connections served at once; beyond it, new connections wait in the listen
+    /// backlog and are accepted as others close.
+    pub max_connections: usize,
+    /// Longest time to read a request head once its first byte arrived, and a request body
+    /// once its head was read (HTTP/1). A slow client is disconnected (head) or answered 408
+    /// (body).
+    pub header_read_timeout: Duration,
+    /// Longest time a connection may sit with no request in flight and no bytes arriving,
+    /// including a new connection that never sends anything.
+    pub idle_timeout: Duration,
+    /// Longest graceful drain on shutdown; connections still open after it are closed.
+    pub drain_timeout: Duration,
+    /// Interval between SSE keep-alive comments on `/v1/watch`.
+    pub sse_keep_alive: Duration,
+    /// Listen backlog passed to `listen(2)`.
+    pub backlog: u32,
+    /// TCP keep-alive idle time on accepted sockets (`None`: off).
+    pub tcp_keepalive: Option<Duration>,
+    /// Serve HTTP/2 over cleartext (prior knowledge) besides HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_names: DEFAULT_MAX_NAMES,
+            max_name_len: DEFAULT_MAX_NAME_LEN,
+            max_wait: DEFAULT_MAX_WAIT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
+            backlog: DEFAULT_BACKLOG,
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+            http2: true,
+        }
+    }
+}

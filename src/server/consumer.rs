@@ -1,0 +1,54 @@
+//! `GET /consumer` (read, long-poll) and `PUT /consumer` (change requests).
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Request, Response, StatusCode};
+
+use crate::server::body::parse_entries;
+use crate::server::error::ServerError;
+use crate::server::query::Query;
+use crate::server::routes::{self, ResBody};
+use crate::server::{response, Shared};
+
+/// The header that carries the revision an answer is consistent with.
+pub(crate) const X_REG_INDEX: &str = "x-reg-index";
+
+/// `GET /consumer?name=…&wait=…&index=…&detail=…` → 200 with the current values.
+///
+/// With `wait`, first waits until a watched register changes after `index` (without `index`:
+/// after the revision at the start of the request), `wait` runs out, or shutdown.
+pub(crate) async fn get(
+    shared: &Shared,
+    request: &Request<Incoming>,
+) -> Result<Response<ResBody>, ServerError> {
+    let query = Query::parse(request.uri().query(), &shared.config)?;
+    let selector = query.selector();
+    let registry = &shared.registry;
+    if let Some(wait) = query.wait {
+        let after = query.index.unwrap_or_else(|| registry.revision());
+        // Timing out is a normal end of a long poll: answer with the current values.
+        let _ = tokio::time::timeout(wait, registry.wait(&selector, after)).await;
+    }
+    let read = registry.read(&selector);
+    let body = response::registers(&read.registers, query.detail.then_some(registry));
+    let mut response = routes::json(StatusCode::OK, body);
+    response
+        .headers_mut()
+        .insert(X_REG_INDEX, HeaderValue::from(read.revision));
+    Ok(response)
+}
+
+/// `PUT /consumer` → 202: stores one change request per register, latest wins. All entries
+/// are validated before any is stored.
+pub(crate) async fn put(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<Response<ResBody>, ServerError> {
+    let body = routes::read_body(shared, request).await?;
+    let entries = parse_entries(&body, &shared.config)?;
+    for entry in entries {
+        shared.registry.request(&entry.name, entry.value)?;
+        tracing::debug!(name = %entry.name, "change requested");
+    }
+    Ok(routes::empty(StatusCode::ACCEPTED))
+}

@@ -1,0 +1,279 @@
+//! Server metrics and their Prometheus text rendering (`GET /metrics`).
+//!
+//! Request counts live in a fixed table of relaxed atomic counters indexed by route, method
+//! and status, so counting a request takes no lock and no allocation. Gauges that the
+//! registry already keeps (registers, parked polls, pending requests, expirations) are read
+//! from [`Registry::stats`] when scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use hyper::{Method, StatusCode};
+
+use crate::store::Registry;
+
+/// The routes requests are counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Consumer,
+    Provider,
+    Watch,
+    Healthz,
+    Version,
+    Metrics,
+    /// Any unknown path (404s), one label so that scanners cannot grow the table.
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 7] = [
+        Route::Consumer,
+        Route::Provider,
+        Route::Watch,
+        Route::Healthz,
+        Route::Version,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    pub(crate) fn of(path: &str) -> Route {
+        match path {
+            "/consumer" => Route::Consumer,
+            "/provider" => Route::Provider,
+            "/v1/watch" => Route::Watch,
+            "/healthz" => Route::Healthz,
+            "/version" => Route::Version,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Consumer => "/consumer",
+            Route::Provider => "/provider",
+            Route::Watch => "/v1/watch",
+            Route::Healthz => "/healthz",
+            Route::Version => "/version",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
+const STATUSES: [u16; 11] = [200, 202, 204, 400, 404, 405, 408, 413, 500, 503, 0];
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::PUT => 1,
+        Method::DELETE => 2,
+        _ => 3,
+    }
+}
+
+fn status_index(status: StatusCode) -> usize {
+    let code = status.as_u16();
+    STATUSES
+        .iter()
+        .position(|&s| s == code)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+const CELLS: usize = Route::ALL.len() * METHODS.len() * STATUSES.len();
+
+/// The server's own counters and gauges.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    /// Requests by route × method × status.
+    requests: Box<[AtomicU64]>,
+    /// Connections open now.
+    pub(crate) connections: AtomicUsize,
+    /// Connections accepted since start.
+    pub(crate) accepted: AtomicU64,
+    /// SSE streams open now.
+    pub(crate) streams: AtomicUsize,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            requests: (0..CELLS).map(|_| AtomicU64::new(0)).collect(),
+            connections: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn request(&self, route: Route, method: &Method, status: StatusCode) {
+        let route = Route::ALL.iter().position(|&r| r == route).unwrap_or(0);
+        let cell =
+            (route * METHODS.len() + method_index(method)) * STATUSES.len() + status_index(status);
+        if let Some(counter) = self.requests.get(cell) {
+            // Ordering: Relaxed: a counter; nothing is published through it.
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition of the server and registry metrics, and of every
+    /// register whose value is a number or a boolean.
+    pub(crate) fn render(&self, registry: &Registry) -> String {
+        let stats = registry.stats();
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP reg_http_requests_total HTTP requests answered, by route, method and status.\n\
+             # TYPE reg_http_requests_total counter\n",
+        );
+        for (r, route) in Route::ALL.iter().enumerate() {
+            for (m, method) in METHODS.iter().enumerate() {
+                for (s, status) in STATUSES.iter().enumerate() {
+                    let cell = (r * METHODS.len() + m) * STATUSES.len() + s;
+                    // Ordering: Relaxed: see `request`.
+                    let count = self
+                        .requests
+                        .get(cell)
+                        .map_or(0, |c| c.load(Ordering::Relaxed));
+                    if count > 0 {
+                        let status = if *status == 0 {
+                            "other".to_owned()
+                        } else {
+                            status.to_string()
+                        };
+                        let _ = writeln!(
+                            out,
+                            "reg_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {count}",
+                            route.label()
+                        );
+                    }
+                }
+            }
+        }
+        // Ordering: Relaxed loads below: gauges and counters, read for display only.
+        let gauges: [(&str, &str, &str, u64); 8] = [
+            (
+                "reg_connections_open",
+                "gauge",
+                "HTTP connections open now.",
+                self.connections.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "reg_connections_accepted_total",
+                "counter",
+                "HTTP connections accepted since start.",
+                self.accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "reg_watch_streams_open",
+                "gauge",
+                "Server-sent event streams (/v1/watch) open now.",
+                self.streams.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "reg_parked_consumer_polls",
+                "gauge",
+                "Consumer long polls (GET /consumer with wait) parked now.",
+                stats.parked_waits as u64,
+            ),
+            (
+                "reg_parked_provider_polls",
+                "gauge",
+                "Provider long polls (GET /provider with wait) parked now.",
+                stats.parked_takes as u64,
+            ),
+            (
+                "reg_registers",
+                "gauge",
+                "Registers that exist now.",
+                stats.registers as u64,
+            ),
+            (
+                "reg_pending_change_requests",
+                "gauge",
+                "Change requests waiting for a provider.",
+                stats.pending_requests as u64,
+            ),
+            (
+                "reg_expirations_total",
+                "counter",
+                "Registers expired since start.",
+                stats.expired,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP reg_revision The registry's current revision.\n# TYPE reg_revision gauge\nreg_revision {}",
+            stats.revision
+        );
+        out.push_str(
+            "# HELP reg_register_value Registers whose value is a number or a boolean (1/0).\n\
+             # TYPE reg_register_value gauge\n",
+        );
+        for register in registry.list().registers {
+            let value = register.value();
+            let number = match value.as_bool() {
+                Some(b) => f64::from(u8::from(b)),
+                None => match value.as_f64() {
+                    Some(n) if n.is_finite() => n,
+                    _ => continue,
+                },
+            };
+            out.push_str("reg_register_value{name=\"");
+            push_label_value(&mut out, register.name());
+            let _ = writeln!(out, "\"}} {number}");
+        }
+        out
+    }
+}
+
+/// Appends a Prometheus label value: any UTF-8, with `\`, `"` and newline escaped.
+fn push_label_value(out: &mut String, value: &str) {
+    for ch in value.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            _ => out.push(ch),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::Json;
+
+    #[test]
+    fn renders_requests_and_register_gauges() {
+        let registry = Registry::new();
+        let set = |name: &str, text: &str| {
+            let value = Json::parse(text.as_bytes()).unwrap_or_else(|_| Json::null());
+            registry.set(name, value, None, None).is_ok()
+        };
+        assert!(set("kitchen.temp", "21.5"));
+        assert!(set("door \"open\"", "true"));
+        assert!(set("name", r#""text""#));
+        let metrics = Metrics::new();
+        metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
+        metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
+        metrics.request(Route::Other, &Method::POST, StatusCode::IM_A_TEAPOT);
+        let text = metrics.render(&registry);
+        assert!(text.contains(
+            "reg_http_requests_total{route=\"/consumer\",method=\"GET\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "reg_http_requests_total{route=\"other\",method=\"other\",status=\"other\"} 1\n"
+        ));
+        assert!(text.contains("reg_register_value{name=\"kitchen.temp\"} 21.5\n"));
+        assert!(text.contains("reg_register_value{name=\"door \\\"open\\\"\"} 1\n"));
+        assert!(!text.contains("name=\"name\""));
+        assert!(text.contains("reg_registers 3\n"));
+    }
+}

@@ -1,0 +1,279 @@
+//! `reg serve`: reg's REST API over HTTP/1.1 (and HTTP/2 cleartext) on hyper.
+//!
+//! The wire contract is `shared/spec/rest-api.md`: Part A exactly, Part B in full. This module
+//! only translates HTTP to [`Registry`] calls and back; every rule about registers, waits and
+//! change requests lives in the registry.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), reg::server::ServerError> {
+//! use reg::server::{Server, ServerConfig};
+//! use reg::Registry;
+//!
+//! let server = Server::builder()
+//!     .registry(Registry::new())
+//!     .config(ServerConfig::default())
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! println!("listening on {}", server.local_addr());
+//! let handle = server.shutdown_handle();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     handle.shutdown();
+//! });
+//! server.wait().await
+//! # }
+//! ```
+//!
+//! # Layout
+//! * `mod.rs` — the builder, the running server and its shutdown.
+//! * `conn.rs` — the accept loop and one connection: the connection cap, `TCP_NODELAY`, the
+//!   header-read and idle timeouts, graceful close.
+//! * `routes.rs` — path and method → handler, error → response, request metrics.
+//! * `consumer.rs`, `provider.rs`, `watch.rs` (SSE), `ops.rs` (`/healthz`, `/version`,
+//!   `/metrics`) — the handlers.
+//! * `query.rs`, `body.rs` — request input → validated values; `response.rs` — JSON out,
+//!   straight from the stored canonical bytes.
+//! * `error.rs` — [`ServerError`] and its one status mapping; `config.rs` — the limits;
+//!   `metrics.rs` — counters and the Prometheus text.
+//!
+//! # Lifecycle
+//! [`RunningServer::shutdown`] (or a [`ShutdownHandle`]) stops accepting, makes `/healthz`
+//! answer 503, shuts the registry down — which answers every parked long poll at once
+//! (consumers get current values, providers get `{}` and lose nothing) and ends every watch
+//! stream — and asks every connection to close after its current response. Connections still
+//! open after [`ServerConfig::drain_timeout`] are closed. [`RunningServer::wait`] resolves
+//! when all of that is done.
+//!
+//! # A client that goes away
+//! hyper's HTTP/1 dispatcher keeps reading the socket while a response is pending (it looks
+//! for EOF on a busy connection: `Conn::poll_read_keep_alive` → `mid_message_detect_eof`, as
+//! long as half-close is off, its default). When the peer closes, the read returns EOF, the
+//! connection future fails and is dropped, and with it the handler's future: a parked
+//! [`Wait`](crate::Wait) unregisters from its watch slots and a parked
+//! [`TakeRequests`](crate::TakeRequests) is dropped having taken nothing (both are cancel safe).
+//! `tests/server_lifecycle.rs` proves it with 1,000 parked polls whose sockets close. A peer
+//! that vanishes without a FIN is found by TCP keep-alive ([`ServerConfig::tcp_keepalive`]),
+//! and every poll ends within [`ServerConfig::max_wait`] anyway. (HTTP/2: a reset stream or a
+//! closed connection drops the stream's future the same way.)
+
+mod body;
+mod config;
+mod conn;
+mod consumer;
+mod error;
+mod metrics;
+mod ops;
+mod provider;
+mod query;
+mod response;
+mod routes;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tokio::task::JoinHandle;
+
+pub use config::{
+    ServerConfig, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
+    DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_WAIT, DEFAULT_SSE_KEEP_ALIVE, DEFAULT_TCP_KEEPALIVE,
+};
+pub use error::ServerError;
+
+use crate::store::Registry;
+use metrics::Metrics;
+
+/// The HTTP server. Start one with [`Server::builder`].
+#[derive(Debug)]
+pub struct Server {
+    _private: (),
+}
+
+impl Server {
+    /// A builder: give it a registry and a config, then bind.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures and starts a [`Server`].
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    registry: Option<Registry>,
+    config: ServerConfig,
+}
+
+impl ServerBuilder {
+    /// The registry to serve (default: a new [`Registry`]).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Limits and timeouts (default: [`ServerConfig::default`]).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Binds `addr` and starts serving. `addr` is `host:port`, `ip:port`, `[ipv6]:port`, or
+    /// `:port` for every interface (IPv6 and IPv4 where the host has both). Port 0 picks a
+    /// free port: see [`RunningServer::local_addr`].
+    ///
+    /// # Errors
+    /// [`ServerError::InvalidAddress`] when `addr` does not parse or resolve,
+    /// [`ServerError::Bind`] when it cannot be bound.
+    pub async fn bind(self, addr: &str) -> Result<RunningServer, ServerError> {
+        let listener = conn::bind(addr, self.config.backlog).await?;
+        self.serve(listener)
+    }
+
+    /// Starts serving on a listener bound elsewhere. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when the listener's address cannot be read.
+    pub fn serve(self, listener: TcpListener) -> Result<RunningServer, ServerError> {
+        let local_addr = listener.local_addr()?;
+        let config = self.config;
+        let registry = self.registry.unwrap_or_default();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Timeouts are the connection watchdog's (see `conn.rs` for why not hyper's timer).
+        builder
+            .http1()
+            .keep_alive(true)
+            .half_close(false)
+            .header_read_timeout(None);
+        if !config.http2 {
+            builder = builder.http1_only();
+        }
+        let (drain, _) = signal::channel(false);
+        let shared = Arc::new(Shared {
+            registry,
+            metrics: Metrics::new(),
+            draining: AtomicBool::new(false),
+            drain,
+            builder,
+            config,
+        });
+        let task = tokio::spawn(conn::accept_loop(Arc::clone(&shared), listener));
+        tracing::info!(addr = %local_addr, "listening");
+        Ok(RunningServer {
+            local_addr,
+            handle: ShutdownHandle { shared },
+            task: Some(task),
+        })
+    }
+}
+
+/// What every connection and handler shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Metrics,
+    /// Set once shutdown began: `/healthz` answers 503.
+    pub(crate) draining: AtomicBool,
+    /// Flips to `true` on shutdown: the accept loop stops and connections close gracefully.
+    pub(crate) drain: signal::Sender<bool>,
+    /// hyper's connection builder, configured once.
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+}
+
+impl Shared {
+    pub(crate) fn is_draining(&self) -> bool {
+        // Ordering: Acquire pairs with the Release store in `ShutdownHandle::shutdown`.
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A server that is running. Dropping it shuts the server down (as [`shutdown`]
+/// (Self::shutdown) does) without waiting for the drain.
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    handle: ShutdownHandle,
+    /// The accept loop; it ends once shutdown has drained every connection.
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The registry served.
+    pub fn registry(&self) -> &Registry {
+        &self.handle.shared.registry
+    }
+
+    /// A cloneable handle that can start the shutdown from elsewhere (a signal handler).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Starts a graceful shutdown; see the [module docs](self#lifecycle). Idempotent.
+    pub fn shutdown(&self) {
+        self.handle.shutdown();
+    }
+
+    /// Resolves when the server has stopped: after a shutdown, once every connection closed
+    /// or the drain timeout closed it. Without a shutdown it runs until one comes.
+    ///
+    /// # Errors
+    /// [`ServerError::Task`] if the server task panicked.
+    pub async fn wait(mut self) -> Result<(), ServerError> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        task.await.map_err(|e| ServerError::Task(e.to_string()))
+    }
+
+    /// [`shutdown`](Self::shutdown), then [`wait`](Self::wait).
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub async fn shutdown_and_wait(self) -> Result<(), ServerError> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            self.handle.shutdown();
+        }
+    }
+}
+
+/// Starts a server's graceful shutdown; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown; see the [module docs](self#lifecycle). Idempotent.
+    pub fn shutdown(&self) {
+        let shared = &self.shared;
+        // Ordering: Release pairs with the Acquire load in `Shared::is_draining`.
+        if shared.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::info!("shutting down: answering parked polls, draining connections");
+        shared.registry.shutdown();
+        shared.drain.send_replace(true);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_draining()
+    }
+}

@@ -1,0 +1,75 @@
+//! `PUT /provider` (set), `GET /provider` (take change requests), `DELETE /provider`.
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use crate::server::body::parse_entries;
+use crate::server::error::ServerError;
+use crate::server::query::Query;
+use crate::server::routes::{self, ResBody};
+use crate::server::{response, Shared};
+use crate::store::Change;
+
+/// `PUT /provider` → 204: creates, changes or refreshes registers. All entries are validated
+/// before any is written.
+pub(crate) async fn put(
+    shared: &Shared,
+    request: Request<Incoming>,
+) -> Result<Response<ResBody>, ServerError> {
+    let body = routes::read_body(shared, request).await?;
+    let entries = parse_entries(&body, &shared.config)?;
+    for entry in entries {
+        let outcome = shared
+            .registry
+            .set(&entry.name, entry.value, entry.metadata, entry.ttl)?;
+        let (name, revision) = (&entry.name, outcome.revision);
+        // A refresh is the steady state of a healthy provider: not worth an info line.
+        match outcome.change {
+            Change::Created => tracing::info!(%name, revision, "register created"),
+            Change::Changed => tracing::debug!(%name, revision, "register changed"),
+            Change::Refreshed => tracing::trace!(%name, "register refreshed"),
+        }
+    }
+    Ok(routes::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /provider?name=…&wait=…` → 200 with the change requests taken (each delivered once).
+///
+/// Pending requests are answered at once; otherwise, with `wait`, the poll parks until a
+/// request for a watched name arrives, `wait` runs out, or shutdown. If the client goes away
+/// the take is dropped, and a dropped take has taken nothing.
+pub(crate) async fn get(
+    shared: &Shared,
+    request: &Request<Incoming>,
+) -> Result<Response<ResBody>, ServerError> {
+    let query = Query::parse(request.uri().query(), &shared.config)?;
+    let selector = query.selector();
+    let registry = &shared.registry;
+    let taken = match query.wait {
+        Some(wait) => tokio::time::timeout(wait, registry.take_requests(selector))
+            .await
+            .unwrap_or_default(),
+        None => registry.try_take_requests(&selector),
+    };
+    Ok(routes::json(StatusCode::OK, response::requests(&taken)))
+}
+
+/// `DELETE /provider?name=…` → 204: removes the named registers (at least one name).
+pub(crate) fn delete(
+    shared: &Shared,
+    request: &Request<Incoming>,
+) -> Result<Response<ResBody>, ServerError> {
+    let query = Query::parse(request.uri().query(), &shared.config)?;
+    if query.names.is_empty() {
+        return Err(ServerError::NamesRequired);
+    }
+    let mut names = query.names;
+    names.sort_unstable();
+    names.dedup();
+    for name in &names {
+        if let Some(revision) = shared.registry.remove(name) {
+            tracing::info!(%name, revision, "register removed");
+        }
+    }
+    Ok(routes::empty(StatusCode::NO_CONTENT))
+}

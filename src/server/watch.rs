@@ -1,0 +1,283 @@
+//! `GET /v1/watch?name=…&index=N`: the change feed as Server-Sent Events.
+//!
+//! Each change to a watched register (every register with no names) is one event:
+//!
+//! ```text
+//! event: set
+//! id: 42
+//! data: {"name":"kitchen.temp","value":21.5,"metadata":{"unit":"C"},"revision":42}
+//! ```
+//!
+//! `event` is `set`, `delete` or `expire`; `id` is the change's revision. In `set` data,
+//! `metadata` is left out when empty (as in `GET /consumer`); `delete` and `expire` data carry
+//! only `name` and `revision` — the register is gone, so there is no value to send.
+//!
+//! With `index=N` (or a `Last-Event-ID` header, which wins: it is where a reconnecting
+//! client left off) the stream first replays what changed after N as the current state — a
+//! `set` for each selected register changed since, a `delete` for each selected register
+//! removed since — in revision order, then follows live. Without either it starts live. When
+//! N is older than the removal history the server keeps, a comment line says removals may be
+//! missing. A keep-alive comment goes out every `sse_keep_alive` (15 s).
+//!
+//! A subscriber that falls behind the feed (`FeedError::Lagged`) is resynced by replaying from
+//! the last revision it was sent, never by skipping. The stream ends on shutdown or when the
+//! client goes away.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Request, Response};
+use tokio::sync::mpsc;
+
+use crate::server::conn::Busy;
+use crate::server::error::ServerError;
+use crate::server::query::{parse_index, Query};
+use crate::server::response::{push_u64, write_str};
+use crate::server::routes::ResBody;
+use crate::server::Shared;
+use crate::store::{
+    Event, EventKind, FeedError, Register, Registry, Replay, Revision, Selector, Subscription,
+};
+
+/// Chunks buffered between the feed task and the connection: a slow client holds at most this
+/// many chunks (each up to [`BATCH_EVENTS`] events) before the task waits.
+const CHANNEL_CHUNKS: usize = 16;
+/// Most feed events coalesced into one chunk when several are ready at once.
+const BATCH_EVENTS: usize = 64;
+
+/// Keeps the connection marked busy and the stream counted while the response body lives.
+#[derive(Debug)]
+pub(crate) struct StreamGuard {
+    _busy: Busy,
+    shared: Arc<Shared>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        // Ordering: Relaxed: a gauge.
+        self.shared.metrics.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts a watch stream.
+pub(crate) fn stream(
+    shared: &Arc<Shared>,
+    request: &Request<Incoming>,
+    busy: Busy,
+) -> Result<Response<ResBody>, ServerError> {
+    let query = Query::parse(request.uri().query(), &shared.config)?;
+    let last_event_id = match request.headers().get("last-event-id") {
+        Some(value) => {
+            let text = value.to_str().unwrap_or("\u{fffd}");
+            Some(parse_index(text.trim(), "last-event-id header")?)
+        }
+        None => None,
+    };
+    let from = last_event_id.or(query.index);
+    let registry = shared.registry.clone();
+    // Subscribe before replaying, so nothing between the replay and the feed is lost.
+    let subscription = registry.subscribe();
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let feed = Feed {
+        registry,
+        selector: query.selector(),
+        subscription,
+        tx,
+        sent: 0,
+    };
+    tokio::spawn(feed.run(from, shared.config.sse_keep_alive));
+    // Ordering: Relaxed: a gauge.
+    shared.metrics.streams.fetch_add(1, Ordering::Relaxed);
+    let guard = StreamGuard {
+        _busy: busy,
+        shared: Arc::clone(shared),
+    };
+    let mut response = Response::new(ResBody::Stream {
+        chunks: rx,
+        _guard: guard,
+    });
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell reverse proxies (nginx) not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The task that turns the change feed into SSE chunks for one stream.
+struct Feed {
+    registry: Registry,
+    selector: Selector,
+    subscription: Subscription,
+    tx: mpsc::Sender<Bytes>,
+    /// The highest revision the client has been sent (or told of by the starting point):
+    /// feed events at or below it are skipped.
+    sent: Revision,
+}
+
+impl Feed {
+    async fn run(mut self, from: Option<Revision>, keep_alive: Duration) {
+        // A barrier against a change committing while we subscribed: its event may have been
+        // sent to the feed just before we subscribed and its revision published just after.
+        // Any registry call that takes the commit lock waits for such a change to finish;
+        // this replay of nothing is the cheapest (no registers, one history lookup).
+        let _ = self
+            .registry
+            .replay(&Selector::Names(Arc::from([])), Revision::MAX);
+        let ok = match from {
+            Some(after) => {
+                self.sent = after;
+                let replay = self.registry.replay(&self.selector, after);
+                self.send_replay(replay).await
+            }
+            None => {
+                self.sent = self.registry.revision();
+                true
+            }
+        };
+        if ok {
+            self.follow(keep_alive).await;
+        }
+    }
+
+    /// Follows the feed until shutdown, the client going away, or the registry closing.
+    async fn follow(mut self, keep_alive: Duration) {
+        let closed = self.registry.closed();
+        tokio::pin!(closed);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = &mut closed => return,
+                _ = self.tx.closed() => return,
+                received = self.subscription.recv() => received,
+                _ = ticks.tick() => {
+                    if self.tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let sent = match received {
+                Ok(event) => {
+                    let mut chunk = Vec::new();
+                    self.push_event(&mut chunk, &event);
+                    // Coalesce what else is ready into the same chunk.
+                    let mut lagged = false;
+                    for _ in 1..BATCH_EVENTS {
+                        match self.subscription.try_recv() {
+                            Ok(Some(event)) => self.push_event(&mut chunk, &event),
+                            Ok(None) => break,
+                            Err(FeedError::Lagged { .. }) => {
+                                lagged = true;
+                                break;
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                    let mut ok = chunk.is_empty() || self.tx.send(Bytes::from(chunk)).await.is_ok();
+                    if ok && lagged {
+                        ok = self.resync().await;
+                    }
+                    ok
+                }
+                Err(FeedError::Lagged { missed }) => {
+                    tracing::debug!(missed, "watch stream fell behind the feed; resyncing");
+                    self.resync().await
+                }
+                Err(_) => return,
+            };
+            if !sent {
+                return;
+            }
+            ticks.reset();
+        }
+    }
+
+    /// Replays everything after the last revision sent.
+    async fn resync(&mut self) -> bool {
+        let replay = self.registry.replay(&self.selector, self.sent);
+        self.send_replay(replay).await
+    }
+
+    /// Sends a replay as `set`/`delete` events in revision order.
+    async fn send_replay(&mut self, replay: Replay) -> bool {
+        let mut chunk = Vec::new();
+        if !replay.complete {
+            chunk.extend_from_slice(b": removals at or before revision ");
+            push_u64(&mut chunk, self.sent);
+            chunk.extend_from_slice(
+                b" are older than the history kept; delete events may be missing\n\n",
+            );
+        }
+        let mut sets = replay.set.iter().peekable();
+        let mut deletes = replay.deleted.iter().peekable();
+        loop {
+            let set_first = match (sets.peek(), deletes.peek()) {
+                (Some(set), Some((_, removed))) => set.revision() < *removed,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if set_first {
+                if let Some(register) = sets.next() {
+                    push_set(&mut chunk, register);
+                    self.sent = self.sent.max(register.revision());
+                }
+            } else if let Some((name, removed)) = deletes.next() {
+                push_removal(&mut chunk, EventKind::Delete, name, *removed);
+                self.sent = self.sent.max(*removed);
+            }
+        }
+        self.sent = self.sent.max(replay.revision);
+        chunk.is_empty() || self.tx.send(Bytes::from(chunk)).await.is_ok()
+    }
+
+    /// Appends a live event if it is selected and newer than what was sent.
+    fn push_event(&mut self, chunk: &mut Vec<u8>, event: &Event) {
+        if event.revision <= self.sent || !self.selector.contains(&event.name) {
+            return;
+        }
+        self.sent = event.revision;
+        match (&event.register, event.kind) {
+            (Some(register), EventKind::Set) => push_set(chunk, register),
+            (_, kind) => push_removal(chunk, kind, &event.name, event.revision),
+        }
+    }
+}
+
+/// Appends a `set` event for `register`.
+fn push_set(out: &mut Vec<u8>, register: &Register) {
+    out.extend_from_slice(b"event: set\nid: ");
+    push_u64(out, register.revision());
+    out.extend_from_slice(b"\ndata: {\"name\":");
+    write_str(out, register.name());
+    out.extend_from_slice(b",\"value\":");
+    out.extend_from_slice(register.value().as_bytes());
+    if let Some(metadata) = register.metadata() {
+        out.extend_from_slice(b",\"metadata\":");
+        out.extend_from_slice(metadata.as_bytes());
+    }
+    out.extend_from_slice(b",\"revision\":");
+    push_u64(out, register.revision());
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// Appends a `delete` or `expire` event.
+fn push_removal(out: &mut Vec<u8>, kind: EventKind, name: &str, revision: Revision) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_str().as_bytes());
+    out.extend_from_slice(b"\nid: ");
+    push_u64(out, revision);
+    out.extend_from_slice(b"\ndata: {\"name\":");
+    write_str(out, name);
+    out.extend_from_slice(b",\"revision\":");
+    push_u64(out, revision);
+    out.extend_from_slice(b"}\n\n");
+}
