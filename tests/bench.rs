@@ -55,7 +55,11 @@ async fn read_reports_reg_beside_the_ceiling() {
 async fn write_reports_changes_and_refreshes() {
     let report = bench(Scenario::Write(small())).await;
     assert_eq!(report.rows.len(), 2);
-    assert!(measured(&report, 0) && measured(&report, 1), "{}", report.table());
+    assert!(
+        measured(&report, 0) && measured(&report, 1),
+        "{}",
+        report.table()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +71,10 @@ async fn open_loop_rate_is_honoured() {
     let report = bench(Scenario::Read(options)).await;
     // 200/s for 0.4 s: about 80 requests; never the thousands a closed loop would send.
     let count = report.rows[0].latency.as_ref().unwrap().count;
-    assert!((40..=120).contains(&count), "{count} requests at 200/s for 0.4 s");
+    assert!(
+        (40..=120).contains(&count),
+        "{count} requests at 200/s for 0.4 s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,8 +86,16 @@ async fn fanout_answers_every_parked_poll() {
     .await;
     let fan = &report.rows[0];
     assert_eq!(fan.errors, 0, "{}", report.table());
-    assert_eq!(fan.latency.as_ref().unwrap().count, 50, "every poll answered");
-    assert!(measured(&report, 1) && measured(&report, 2), "{}", report.table());
+    assert_eq!(
+        fan.latency.as_ref().unwrap().count,
+        50,
+        "every poll answered"
+    );
+    assert!(
+        measured(&report, 1) && measured(&report, 2),
+        "{}",
+        report.table()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +139,8 @@ async fn a_bad_url_is_a_clear_error() {
         target: Target::Url("ftp://nowhere".into()),
         ..brief()
     };
-    let error = run(&Scenario::Read(small()), &common, false).await.unwrap_err();
+    let error = run(&Scenario::Read(small()), &common, false)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("only http://"), "{error}");
 }

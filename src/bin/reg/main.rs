@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod serve;
 mod version;
 
@@ -20,6 +21,9 @@ struct Cli {
 enum Command {
     /// Serve the REST API (in memory, no configuration needed).
     Serve(serve::ServeArgs),
+    /// Benchmark a reg server (capacity planning): fleet, read, write, fanout, commands,
+    /// ceiling.
+    Bench(bench::BenchArgs),
     /// Print the version.
     Version,
 }
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Version => version::run(),
     };
     match result {

@@ -80,7 +80,7 @@ pub(crate) struct ServeArgs {
 }
 
 /// A Go duration flag (`10s`, `1m30s`); negative is refused.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let nanos = reg::parse_go_duration(text).map_err(|e| e.to_string())?;
     u64::try_from(nanos)
         .map(Duration::from_nanos)

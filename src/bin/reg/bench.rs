@@ -1,0 +1,225 @@
+//! `reg bench`: the capacity-planning benchmark suite (see `reg::bench`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use reg::bench::{
+    self, CommandsOptions, Common, FanoutOptions, FleetOptions, Scenario, Target, ThroughputOptions,
+};
+
+use crate::serve::parse_duration;
+
+/// Measure a reg server: throughput and latency beside this machine's ceiling.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    scenario: ScenarioCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ScenarioCommand {
+    /// D devices each providing R registers with TTL T (refresh at T/2), C consumers
+    /// long-polling subsets: sustained refreshes/s, update→consumer latency, server memory.
+    Fleet {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Devices.
+        #[arg(long, default_value_t = FleetOptions::default().devices)]
+        devices: usize,
+        /// Registers each device provides.
+        #[arg(long, default_value_t = FleetOptions::default().registers_per_device)]
+        registers: usize,
+        /// Register TTL; devices refresh at TTL/2 (Go duration).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Consumers long-polling device readings.
+        #[arg(long, default_value_t = FleetOptions::default().consumers)]
+        consumers: usize,
+        /// Connections the devices share.
+        #[arg(long, default_value_t = FleetOptions::default().device_connections)]
+        device_connections: usize,
+        /// Fraction of refreshes that change a device's reading.
+        #[arg(long, default_value_t = FleetOptions::default().change_ratio)]
+        change_ratio: f64,
+    },
+    /// GET /consumer throughput and latency, beside the ceiling.
+    Read {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// PUT /provider throughput and latency (changes and refreshes), beside the ceiling.
+    Write {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// N parked long polls on one register (PUT → answers), and PUT cost with N polls
+    /// parked on N other registers.
+    Fanout {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Parked long polls. In-process, client and server sockets share this process's
+        /// open-file limit: above ~7,000 run `reg serve` separately and pass --url.
+        #[arg(long, default_value_t = FanoutOptions::default().polls)]
+        polls: usize,
+        /// Connections of the steady PUT load.
+        #[arg(long, default_value_t = FanoutOptions::default().connections)]
+        connections: usize,
+    },
+    /// Change-request round trip: consumer PUT → provider poll answered → provider's new
+    /// value seen by the consumer.
+    Commands {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Providers.
+        #[arg(long, default_value_t = CommandsOptions::default().providers)]
+        providers: usize,
+        /// Concurrent consumers sending requests.
+        #[arg(long, default_value_t = CommandsOptions::default().drivers)]
+        drivers: usize,
+    },
+    /// The bare hyper server alone: this machine's HTTP limit.
+    Ceiling {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// A running reg-compatible server (`http://host:port`); default: start reg in-process.
+    #[arg(long, env = "REGISTRY")]
+    url: Option<String>,
+    /// How long to measure (Go duration); default 45s for fleet, 10s otherwise.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// How long to run before measuring (Go duration).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write an HTML report with latency plots to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Client connections.
+    #[arg(long, default_value_t = ThroughputOptions::default().connections)]
+    connections: usize,
+    /// Target requests/s (open loop, latency corrected for coordinated omission); default:
+    /// as fast as answered (closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Distinct registers the requests cycle over.
+    #[arg(long, default_value_t = ThroughputOptions::default().registers)]
+    registers: usize,
+    /// Bytes of each register's value.
+    #[arg(long, default_value_t = ThroughputOptions::default().value_bytes)]
+    value_bytes: usize,
+}
+
+impl LoadArgs {
+    fn options(&self) -> ThroughputOptions {
+        ThroughputOptions {
+            connections: self.connections,
+            rate: self.rate,
+            registers: self.registers,
+            value_bytes: self.value_bytes,
+        }
+    }
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (common_args, scenario) = match args.scenario {
+        ScenarioCommand::Fleet {
+            common,
+            devices,
+            registers,
+            ttl,
+            consumers,
+            device_connections,
+            change_ratio,
+        } => {
+            if !(0.0..=1.0).contains(&change_ratio) {
+                anyhow::bail!("--change-ratio must be between 0 and 1, not {change_ratio}");
+            }
+            let options = FleetOptions {
+                devices,
+                registers_per_device: registers,
+                ttl,
+                consumers,
+                device_connections,
+                change_ratio,
+            };
+            (common, Scenario::Fleet(options))
+        }
+        ScenarioCommand::Read { common, load } => (common, Scenario::Read(load.options())),
+        ScenarioCommand::Write { common, load } => (common, Scenario::Write(load.options())),
+        ScenarioCommand::Fanout {
+            common,
+            polls,
+            connections,
+        } => (
+            common,
+            Scenario::Fanout(FanoutOptions { polls, connections }),
+        ),
+        ScenarioCommand::Commands {
+            common,
+            providers,
+            drivers,
+        } => (
+            common,
+            Scenario::Commands(CommandsOptions { providers, drivers }),
+        ),
+        ScenarioCommand::Ceiling { common, load } => (common, Scenario::Ceiling(load.options())),
+    };
+    if let Some(rate) = match &scenario {
+        Scenario::Read(o) | Scenario::Write(o) | Scenario::Ceiling(o) => o.rate,
+        _ => None,
+    } {
+        if !(rate.is_finite() && rate > 0.0) {
+            anyhow::bail!("--rate must be a positive number of requests per second, not {rate}");
+        }
+    }
+    let default_duration = match scenario {
+        Scenario::Fleet(_) => Duration::from_secs(45),
+        _ => Duration::from_secs(10),
+    };
+    let common = Common {
+        target: common_args
+            .url
+            .clone()
+            .map_or(Target::InProcess, Target::Url),
+        duration: common_args.duration.unwrap_or(default_duration),
+        warmup: common_args.warmup,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let progress = !common_args.quiet && !common_args.json;
+    let report = runtime.block_on(bench::run(&scenario, &common, progress))?;
+    if common_args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(path) = &common_args.html {
+        std::fs::write(path, report.html())
+            .with_context(|| format!("cannot write the HTML report to {}", path.display()))?;
+    }
+    Ok(())
+}
