@@ -42,6 +42,8 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "client")]
+pub mod client;
 mod duration;
 pub mod json;
 #[cfg(feature = "server")]

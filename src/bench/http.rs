@@ -214,6 +214,7 @@ pub(crate) fn request(method: &str, path: &str, host: SocketAddr, body: Option<&
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

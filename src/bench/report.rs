@@ -358,6 +358,7 @@ fn plot(latency: &Latency, ceiling: Option<&Latency>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

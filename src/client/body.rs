@@ -57,7 +57,9 @@ fn invalid(what: impl Into<String>) -> ClientError {
 }
 
 /// The members of the top-level `"registers"` object of a response body.
-fn registers<'a>(tree: &'a Node<'a>) -> Result<&'a [(crate::json::Str<'a>, Node<'a>)], ClientError> {
+fn registers<'a>(
+    tree: &'a Node<'a>,
+) -> Result<&'a [(crate::json::Str<'a>, Node<'a>)], ClientError> {
     match tree.get("registers") {
         Some(Node::Object(members)) => Ok(members),
         // Lenient: a server that writes `null` for "none" still means none.
@@ -109,9 +111,8 @@ pub(crate) fn parse_registers(body: &[u8]) -> Result<Vec<RegisterValue>, ClientE
         let expires_in = match entry.get("expires_in") {
             None | Some(Node::Null) => None,
             Some(Node::String(text)) => {
-                let nanos = parse_go_duration(&text.decoded()).map_err(|error| {
-                    invalid(format!("register {name:?}: expires_in: {error}"))
-                })?;
+                let nanos = parse_go_duration(&text.decoded())
+                    .map_err(|error| invalid(format!("register {name:?}: expires_in: {error}")))?;
                 Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
             }
             Some(other) => {
@@ -197,7 +198,8 @@ mod tests {
 
     #[test]
     fn registers_keep_exact_numbers_and_detail() {
-        let body = br#"{"registers":{"b":{"value":1.0},"a":{"value":{"y":2,"x":10000000000000000000001},
+        let body =
+            br#"{"registers":{"b":{"value":1.0},"a":{"value":{"y":2,"x":10000000000000000000001},
             "metadata":{},"revision":7,"created":3,"expires_in":"1.5s"}}}"#;
         let registers = parse_registers(body).unwrap();
         assert_eq!(registers.len(), 2);
@@ -226,7 +228,9 @@ mod tests {
             let error = parse_registers(body).unwrap_err();
             assert!(error.is_invalid_response(), "{error}");
         }
-        assert!(parse_registers(br#"{"registers":null}"#).unwrap().is_empty());
+        assert!(parse_registers(br#"{"registers":null}"#)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -311,7 +311,10 @@ mod tests {
             id: Some("10".to_owned()),
         };
         let event = WatchEvent::from_sse(&raw).unwrap().unwrap();
-        assert_eq!((event.kind, event.revision, event.value), (EventKind::Expire, Some(10), None));
+        assert_eq!(
+            (event.kind, event.revision, event.value),
+            (EventKind::Expire, Some(10), None)
+        );
 
         let raw = SseEvent {
             event: "message".to_owned(),

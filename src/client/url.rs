@@ -24,12 +24,15 @@ impl BaseUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: Uri = url.trim().parse().map_err(|error: hyper::http::uri::InvalidUri| {
-            ClientError::InvalidUrl {
-                url: url.to_owned(),
-                reason: error.to_string(),
-            }
-        })?;
+        let uri: Uri = url
+            .trim()
+            .parse()
+            .map_err(
+                |error: hyper::http::uri::InvalidUri| ClientError::InvalidUrl {
+                    url: url.to_owned(),
+                    reason: error.to_string(),
+                },
+            )?;
         match uri.scheme_str() {
             Some("http") => {}
             Some("https") => {
@@ -165,9 +168,6 @@ mod tests {
     fn names_are_percent_encoded_one_parameter_each() {
         let mut query = Query::default();
         query.push_names(&["a,b", "x y+z", "ü/?&="]);
-        assert_eq!(
-            query.0,
-            "name=a%2Cb&name=x%20y%2Bz&name=%C3%BC%2F%3F%26%3D"
-        );
+        assert_eq!(query.0, "name=a%2Cb&name=x%20y%2Bz&name=%C3%BC%2F%3F%26%3D");
     }
 }

@@ -451,7 +451,8 @@ impl Registry {
     /// Whether any selected register changed (was created, changed, or removed) after revision
     /// `after`. Also true when `after` is older than the removal history and a selected
     /// register is absent: the registry can no longer tell, so it answers "changed" rather than
-    /// risk a miss.
+    /// risk a miss. Likewise when `after` is above the current revision: such an index comes
+    /// from another incarnation of the registry (a restarted server).
     pub fn changed_since(&self, selector: &Selector, after: Revision) -> bool {
         self.shared().changed_since(selector, after)
     }
@@ -795,6 +796,11 @@ impl Shared {
     }
 
     fn changed_since(&self, selector: &Selector, after: Revision) -> bool {
+        if after > self.current_revision() {
+            // A revision this registry never had: the caller's index comes from an earlier
+            // incarnation (a restarted server). Waiting for it could take forever; answer.
+            return true;
+        }
         match selector {
             Selector::All => self.current_revision() > after,
             Selector::Names(names) => {
