@@ -513,6 +513,33 @@ fn pending_requests_are_bounded_by_count_and_age() {
     );
 }
 
+#[test]
+fn a_batch_of_requests_is_stored_all_or_none() {
+    let registry = Registry::builder()
+        .manual_expiry()
+        .max_pending_requests(3)
+        .build();
+    registry.request("a", json("1")).unwrap();
+    let over = registry.request_many([
+        ("a", json("2")),
+        ("b", json("1")),
+        ("c", json("1")),
+        ("d", json("1")),
+    ]);
+    assert_eq!(over.unwrap_err(), StoreError::TooManyRequests { limit: 3 });
+    assert_eq!(
+        registry.stats().pending_requests,
+        1,
+        "nothing of the batch was stored"
+    );
+    registry
+        .request_many([("a", json("2")), ("b", json("1")), ("c", json("1"))])
+        .unwrap();
+    let taken = registry.try_take_requests(&Selector::All);
+    let values: Vec<(&str, &str)> = taken.iter().map(|r| (&*r.name, r.value.as_str())).collect();
+    assert_eq!(values, [("a", "2"), ("b", "1"), ("c", "1")]);
+}
+
 #[tokio::test]
 async fn the_feed_carries_every_change_in_revision_order() {
     let (registry, clock) = registry();

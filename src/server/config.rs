@@ -60,14 +60,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Longest time to read a request head once its first byte arrived, and a request body
     /// once its head was read (HTTP/1). A slow client is disconnected (head) or answered 408
-    /// (body).
+    /// (body). Zero is off.
     pub header_read_timeout: Duration,
     /// Longest time a connection may sit with no request in flight and no bytes arriving,
-    /// including a new connection that never sends anything.
+    /// including a new connection that never sends anything. Zero is off.
     pub idle_timeout: Duration,
     /// Longest graceful drain on shutdown; connections still open after it are closed.
     pub drain_timeout: Duration,
-    /// Interval between SSE keep-alive comments on `/v1/watch`.
+    /// Interval between SSE keep-alive comments on `/v1/watch`. Zero is off.
     pub sse_keep_alive: Duration,
     /// Listen backlog passed to `listen(2)`.
     pub backlog: u32,

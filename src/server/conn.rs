@@ -12,9 +12,10 @@
 //!   - *header read* (HTTP/1): a request head that started arriving but is not complete
 //!     within `header_read_timeout`.
 //!
-//!   hyper 1.x has only `http1::Builder::header_read_timeout` (with `TokioTimer`). Since hyper
-//!   1.5 that one timer also runs while a keep-alive connection sits idle between requests,
-//!   so it cannot give an idle timeout longer than the header timeout; and hyper-util's
+//!   hyper 1.x has only `http1::Builder::header_read_timeout` (with `TokioTimer`). In the
+//!   hyper locked here (1.12) that one timer starts whenever the connection waits for a head,
+//!   so it also runs while a keep-alive connection sits idle between requests and cannot give
+//!   an idle timeout longer than the header timeout (hyper PR #3828); and hyper-util's
 //!   `auto` builder applies no timer at all while it reads the first bytes to choose HTTP/1
 //!   or HTTP/2, so a connection that never sends anything would be held forever. The
 //!   watchdog covers both, with hyper's timer off.
@@ -51,6 +52,10 @@ use crate::server::{routes, Shared};
 /// spin while the condition lasts: 100 ms, short enough to go unnoticed once it clears.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How often the watchdog looks at a connection that has a request in flight (or whose
+/// deadline is further away): a minute, rare enough to cost nothing.
+const RECHECK_BUSY: Duration = Duration::from_secs(60);
+
 /// Resolves `addr` (see [`ServerBuilder::bind`](super::ServerBuilder::bind)) and binds the
 /// first address that works.
 pub(crate) async fn bind(addr: &str, backlog: u32) -> Result<TcpListener, ServerError> {
@@ -84,7 +89,7 @@ pub(crate) async fn bind(addr: &str, backlog: u32) -> Result<TcpListener, Server
     }
     Err(ServerError::Bind {
         addr: addr.to_owned(),
-        source: last_error
+        error: last_error
             .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address resolved")),
     })
 }
@@ -293,7 +298,8 @@ impl Activity {
         u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// `Ok(when to look again)` or `Err(why the connection timed out)`.
+    /// `Ok(when to look again)` or `Err(why the connection timed out)`. A zero timeout is
+    /// off.
     fn check(
         &self,
         now: Instant,
@@ -303,10 +309,13 @@ impl Activity {
         // Ordering: Acquire pairs with the Release decrement in `Busy::drop`: seeing the
         // connection idle, we see when it became idle.
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Ok(now + idle_timeout);
+            return Ok(now + RECHECK_BUSY);
         }
         let now_ms = self.ms(now);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: Duration| match u64::try_from(d.as_millis()) {
+            Ok(0) | Err(_) => u64::MAX,
+            Ok(ms) => ms,
+        };
         // Ordering: Relaxed: both are only written on this connection's task for HTTP/1 (the
         // watchdog runs there too); for HTTP/2 `idle_since` is ordered by `in_flight` above.
         let head_started = self.head_started.load(Ordering::Relaxed);
@@ -326,7 +335,9 @@ impl Activity {
         if now_ms >= deadline {
             Err(reason)
         } else {
-            Ok(self.base + Duration::from_millis(deadline))
+            // Capped, so that an effectively infinite deadline cannot overflow an `Instant`.
+            let wait = Duration::from_millis(deadline - now_ms).min(RECHECK_BUSY);
+            Ok(now + wait)
         }
     }
 
@@ -469,5 +480,20 @@ mod tests {
         activity.bytes_read(b"PRI * HTTP/2.0", true);
         let start = activity.base;
         assert_eq!(activity.check(start + HEAD, IDLE, HEAD), Ok(start + IDLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_timeouts_are_off() {
+        let activity = Arc::new(Activity::new());
+        let start = activity.base;
+        let later = start + Duration::from_secs(1_000_000);
+        assert_eq!(
+            activity.check(later, Duration::ZERO, Duration::ZERO),
+            Ok(later + RECHECK_BUSY)
+        );
+        activity.bytes_read(b"GET", true);
+        assert!(activity
+            .check(later, Duration::ZERO, Duration::ZERO)
+            .is_ok());
     }
 }

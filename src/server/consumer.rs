@@ -16,7 +16,8 @@ pub(crate) const X_REG_INDEX: &str = "x-reg-index";
 /// `GET /consumer?name=…&wait=…&index=…&detail=…` → 200 with the current values.
 ///
 /// With `wait`, first waits until a watched register changes after `index` (without `index`:
-/// after the revision at the start of the request), `wait` runs out, or shutdown.
+/// after the revision at the start of the request), `wait` runs out, or shutdown. An `index`
+/// above the current revision is answered at once.
 pub(crate) async fn get(
     shared: &Shared,
     request: &Request<Incoming>,
@@ -25,9 +26,18 @@ pub(crate) async fn get(
     let selector = query.selector();
     let registry = &shared.registry;
     if let Some(wait) = query.wait {
-        let after = query.index.unwrap_or_else(|| registry.revision());
-        // Timing out is a normal end of a long poll: answer with the current values.
-        let _ = tokio::time::timeout(wait, registry.wait(&selector, after)).await;
+        let current = registry.revision();
+        match query.index {
+            // An index from the future comes from another server (or one that restarted and
+            // counts from 0 again): waiting for it would ignore changes until the counter
+            // caught up. The server cannot tell what the client saw, so it answers at once.
+            Some(index) if index > current => {}
+            index => {
+                let after = index.unwrap_or(current);
+                // Timing out is a normal end of a long poll: answer with the current values.
+                let _ = tokio::time::timeout(wait, registry.wait(&selector, after)).await;
+            }
+        }
     }
     let read = registry.read(&selector);
     let body = response::registers(&read.registers, query.detail.then_some(registry));
@@ -46,9 +56,12 @@ pub(crate) async fn put(
 ) -> Result<Response<ResBody>, ServerError> {
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
-    for entry in entries {
-        shared.registry.request(&entry.name, entry.value)?;
-        tracing::debug!(name = %entry.name, "change requested");
-    }
+    // All or nothing, the pending-requests cap included.
+    shared.registry.request_many(
+        entries
+            .iter()
+            .map(|entry| (entry.name.as_str(), entry.value.clone())),
+    )?;
+    tracing::debug!(count = entries.len(), "change requests stored");
     Ok(routes::empty(StatusCode::ACCEPTED))
 }

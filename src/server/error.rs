@@ -105,13 +105,14 @@ pub enum ServerError {
         /// Why it is invalid.
         reason: String,
     },
-    /// The listen address cannot be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The listen address cannot be bound. (The OS error is part of the message, so it is
+    /// not also reported as the error's source.)
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: String,
         /// The OS error.
-        source: io::Error,
+        error: io::Error,
     },
     /// Another I/O failure of the listener.
     #[error("listener i/o error: {0}")]

@@ -207,6 +207,13 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        if let Some(rss) = resident_memory_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+                 # TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP reg_revision The registry's current revision.\n# TYPE reg_revision gauge\nreg_revision {}",
@@ -243,6 +250,16 @@ fn push_label_value(out: &mut String, value: &str) {
             _ => out.push(ch),
         }
     }
+}
+
+/// This process's resident memory (Prometheus' standard `process_resident_memory_bytes`),
+/// from `/proc/self/statm`; `None` where there is no procfs.
+fn resident_memory_bytes() -> Option<u64> {
+    /// The page size on the Linux targets reg runs on (x86-64 and aarch64 with 4 KiB pages).
+    const PAGE_BYTES: u64 = 4096;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE_BYTES)
 }
 
 #[cfg(test)]

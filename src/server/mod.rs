@@ -140,27 +140,7 @@ impl ServerBuilder {
     /// [`ServerError::Io`] when the listener's address cannot be read.
     pub fn serve(self, listener: TcpListener) -> Result<RunningServer, ServerError> {
         let local_addr = listener.local_addr()?;
-        let config = self.config;
-        let registry = self.registry.unwrap_or_default();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // Timeouts are the connection watchdog's (see `conn.rs` for why not hyper's timer).
-        builder
-            .http1()
-            .keep_alive(true)
-            .half_close(false)
-            .header_read_timeout(None);
-        if !config.http2 {
-            builder = builder.http1_only();
-        }
-        let (drain, _) = signal::channel(false);
-        let shared = Arc::new(Shared {
-            registry,
-            metrics: Metrics::new(),
-            draining: AtomicBool::new(false),
-            drain,
-            builder,
-            config,
-        });
+        let shared = Arc::new(Shared::new(self.registry.unwrap_or_default(), self.config));
         let task = tokio::spawn(conn::accept_loop(Arc::clone(&shared), listener));
         tracing::info!(addr = %local_addr, "listening");
         Ok(RunningServer {
@@ -186,6 +166,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn new(registry: Registry, config: ServerConfig) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // Timeouts are the connection watchdog's (see `conn.rs` for why not hyper's timer).
+        builder
+            .http1()
+            .keep_alive(true)
+            .half_close(false)
+            .header_read_timeout(None);
+        if !config.http2 {
+            builder = builder.http1_only();
+        }
+        Shared {
+            registry,
+            metrics: Metrics::new(),
+            draining: AtomicBool::new(false),
+            drain: signal::channel(false).0,
+            builder,
+            config,
+        }
+    }
+
     pub(crate) fn is_draining(&self) -> bool {
         // Ordering: Acquire pairs with the Release store in `ShutdownHandle::shutdown`.
         self.draining.load(Ordering::Acquire)
@@ -253,6 +254,67 @@ impl Drop for RunningServer {
     }
 }
 
+/// Entry points for fuzz targets: the parsers of request input, with the default limits.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::time::Duration;
+
+    use super::{body, query, ServerConfig, ServerError};
+    use crate::json::Json;
+    use crate::store::Revision;
+
+    /// One validated body entry.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Entry {
+        /// The register name.
+        pub name: String,
+        /// The value, canonical.
+        pub value: Json,
+        /// The metadata, canonical; `None` when absent or null.
+        pub metadata: Option<Json>,
+        /// The TTL; `None` for the default.
+        pub ttl: Option<Duration>,
+    }
+
+    /// A parsed query string.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Query {
+        /// Names, in the order given.
+        pub names: Vec<String>,
+        /// The clamped wait; `None` for none.
+        pub wait: Option<Duration>,
+        /// `index`.
+        pub index: Option<Revision>,
+        /// `detail`.
+        pub detail: bool,
+    }
+
+    /// Parses a `PUT /provider` or `PUT /consumer` body.
+    pub fn parse_body(bytes: &[u8]) -> Result<Vec<Entry>, ServerError> {
+        let entries = body::parse_entries(bytes, &ServerConfig::default())?;
+        Ok(entries
+            .into_iter()
+            .map(|e| Entry {
+                name: e.name,
+                value: e.value,
+                metadata: e.metadata,
+                ttl: e.ttl,
+            })
+            .collect())
+    }
+
+    /// Parses a query string (without the `?`).
+    pub fn parse_query(raw: &str) -> Result<Query, ServerError> {
+        let q = query::Query::parse(Some(raw), &ServerConfig::default())?;
+        Ok(Query {
+            names: q.names,
+            wait: q.wait,
+            index: q.index,
+            detail: q.detail,
+        })
+    }
+}
+
 /// Starts a server's graceful shutdown; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -275,5 +337,27 @@ impl ShutdownHandle {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.is_draining()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::metrics::Route;
+
+    #[test]
+    fn healthz_is_503_while_shutting_down() {
+        let shared = Arc::new(Shared::new(Registry::new(), ServerConfig::default()));
+        let status = |shared: &Shared| match ops::handle(shared, Route::Healthz) {
+            Ok(response) => response.status(),
+            Err(error) => error.status(),
+        };
+        assert_eq!(status(&shared), hyper::StatusCode::OK);
+        ShutdownHandle {
+            shared: Arc::clone(&shared),
+        }
+        .shutdown();
+        assert_eq!(status(&shared), hyper::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(shared.registry.is_shut_down());
     }
 }

@@ -194,7 +194,7 @@ mod tests {
         let message = |raw: &str| parse(raw).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(message("wait=5x"), r#"invalid wait parameter: "5x""#);
         assert_eq!(message("index=-1"), r#"invalid index parameter: "-1""#);
-        assert_eq!(message("index=+1"), r#"invalid index parameter: "+1""#);
+        assert_eq!(message("index=%2B1"), r#"invalid index parameter: "+1""#);
         assert_eq!(message("index="), r#"invalid index parameter: """#);
         assert_eq!(
             message("index=99999999999999999999"),

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -160,7 +161,10 @@ pub(crate) async fn read_body(
     if request.body().size_hint().lower() > limit as u64 {
         return Err(too_large);
     }
-    let timeout = shared.config.header_read_timeout;
+    // Zero is off: `Duration::MAX` makes tokio wait forever.
+    let timeout = Some(shared.config.header_read_timeout)
+        .filter(|t| !t.is_zero())
+        .unwrap_or(Duration::MAX);
     let body = Limited::new(request.into_body(), limit);
     match tokio::time::timeout(timeout, body.collect()).await {
         Err(_) => Err(ServerError::BodyTimeout(timeout)),

@@ -15,7 +15,8 @@
 //! With `index=N` (or a `Last-Event-ID` header, which wins: it is where a reconnecting
 //! client left off) the stream first replays what changed after N as the current state — a
 //! `set` for each selected register changed since, a `delete` for each selected register
-//! removed since — in revision order, then follows live. Without either it starts live. When
+//! removed since — in revision order, then follows live. Without either it starts live. An N
+//! above the current revision (a client of a server that restarted) replays from 0. When
 //! N is older than the removal history the server keeps, a comment line says removals may be
 //! missing. A keep-alive comment goes out every `sse_keep_alive` (15 s).
 //!
@@ -46,6 +47,8 @@ use crate::store::{
 /// Chunks buffered between the feed task and the connection: a slow client holds at most this
 /// many chunks (each up to [`BATCH_EVENTS`] events) before the task waits.
 const CHANNEL_CHUNKS: usize = 16;
+/// The keep-alive interval when keep-alives are off (a zero interval): a day.
+const KEEP_ALIVE_OFF: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most feed events coalesced into one chunk when several are ready at once.
 const BATCH_EVENTS: usize = 64;
 
@@ -121,15 +124,15 @@ struct Feed {
 
 impl Feed {
     async fn run(mut self, from: Option<Revision>, keep_alive: Duration) {
-        // A barrier against a change committing while we subscribed: its event may have been
-        // sent to the feed just before we subscribed and its revision published just after.
-        // Any registry call that takes the commit lock waits for such a change to finish;
-        // this replay of nothing is the cheapest (no registers, one history lookup).
-        let _ = self
-            .registry
-            .replay(&Selector::Names(Arc::from([])), Revision::MAX);
         let ok = match from {
             Some(after) => {
+                // An index from the future comes from another server, or from this one before
+                // a restart: replay everything rather than skip what the client never saw.
+                let after = if after > self.registry.revision() {
+                    0
+                } else {
+                    after
+                };
                 self.sent = after;
                 let replay = self.registry.replay(&self.selector, after);
                 self.send_replay(replay).await
@@ -146,6 +149,10 @@ impl Feed {
 
     /// Follows the feed until shutdown, the client going away, or the registry closing.
     async fn follow(mut self, keep_alive: Duration) {
+        // Zero is off: one tick a day is as good as none.
+        let keep_alive = Some(keep_alive)
+            .filter(|k| !k.is_zero())
+            .unwrap_or(KEEP_ALIVE_OFF);
         let closed = self.registry.closed();
         tokio::pin!(closed);
         let mut ticks =

@@ -506,6 +506,22 @@ impl Registry {
         shared.requests.request(name, value, shared.now_ms())
     }
 
+    /// Stores several change requests, all or none: if storing them would take the pending
+    /// requests over the cap, none is stored. (The check and the inserts are not one atomic
+    /// step: concurrent requesters can overshoot the cap by their own batches.)
+    pub fn request_many<'a, I>(&self, requests: I) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = (&'a str, Json)>,
+        I::IntoIter: Clone,
+    {
+        let shared = self.shared();
+        let requests = requests.into_iter();
+        for (name, _) in requests.clone() {
+            shared.check_name(name)?;
+        }
+        shared.requests.request_many(requests, shared.now_ms())
+    }
+
     /// Takes the pending change requests the selector names, waiting for one if none is
     /// pending. Each request is delivered to one taker only. See [`TakeRequests`].
     pub fn take_requests(&self, selector: Selector) -> TakeRequests {
@@ -520,6 +536,10 @@ impl Registry {
 
     /// Subscribes to the change feed. See [`Subscription`] for what a slow subscriber gets.
     pub fn subscribe(&self) -> Subscription {
+        // Under the commit lock: a change sends its event and publishes its revision in one
+        // hold of that lock, so every event this receiver misses has its revision published
+        // before `subscribe` returns, and a `replay` that follows sees it.
+        let _commit = self.shared().commit.lock();
         Subscription {
             rx: self.shared().feed.subscribe(),
         }

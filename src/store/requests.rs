@@ -80,6 +80,12 @@ impl Requests {
                 limit: self.max_pending,
             });
         }
+        self.insert(name, value, now);
+        Ok(())
+    }
+
+    /// Stores (or replaces) one request and wakes its takers. No cap check.
+    fn insert(&self, name: &str, value: Json, now: u64) {
         // `count` is raised under the entry's lock, by the same critical section that inserts a
         // new name: a take can only remove (and decrement for) an entry after that, so `count`
         // never drops below the true size, let alone wraps. (Raising it after the insert let a
@@ -99,6 +105,27 @@ impl Requests {
         // (AcqRel fetch_max on the signal) carries the happens-before to the taker.
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         self.watchers.wake(name, seq);
+    }
+
+    /// Stores a batch of requests if the cap allows all of them; otherwise stores none.
+    pub(crate) fn request_many<'a>(
+        &self,
+        requests: impl Iterator<Item = (&'a str, Json)> + Clone,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let new_names = requests
+            .clone()
+            .filter(|(name, _)| self.pending.with(*name, |_| ()).is_none())
+            .count();
+        // Ordering: Relaxed: see `request`.
+        if self.count.load(Ordering::Relaxed).saturating_add(new_names) > self.max_pending {
+            return Err(StoreError::TooManyRequests {
+                limit: self.max_pending,
+            });
+        }
+        for (name, value) in requests {
+            self.insert(name, value, now);
+        }
         Ok(())
     }
 

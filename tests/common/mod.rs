@@ -87,6 +87,8 @@ impl Response {
 /// One HTTP/1.1 connection.
 pub struct Conn {
     pub reader: BufReader<TcpStream>,
+    /// The last request sent was a HEAD: its response has no body.
+    head: bool,
 }
 
 impl Conn {
@@ -95,6 +97,7 @@ impl Conn {
         stream.set_nodelay(true).unwrap();
         Conn {
             reader: BufReader::new(stream),
+            head: false,
         }
     }
 
@@ -115,6 +118,7 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) {
+        self.head = method == "HEAD";
         let mut request = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
@@ -159,7 +163,9 @@ impl Conn {
                 .map(|(_, v)| v.clone())
         };
         let mut body = Vec::new();
-        if let Some(length) = find("content-length") {
+        if self.head {
+            // No body after a HEAD.
+        } else if let Some(length) = find("content-length") {
             body.resize(length.parse().unwrap(), 0);
             self.reader.read_exact(&mut body).await.ok()?;
         } else if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
@@ -323,4 +329,18 @@ impl Events {
         }
         events
     }
+}
+
+/// Waits until the async `condition` holds, checking every 5 ms, failing after [`STEP`].
+pub async fn until_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(what, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }

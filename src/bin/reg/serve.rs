@@ -117,18 +117,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max_pending_requests(args.max_pending_requests)
         .request_max_age(args.request_max_age)
         .build();
-    let mut config = ServerConfig::default();
-    config.max_body_bytes = args.max_body_bytes;
-    config.max_names = args.max_names;
-    config.max_name_len = args.max_name_len;
-    config.max_wait = args.max_wait;
-    config.max_connections = args.max_connections;
-    config.backlog = args.backlog;
-    config.header_read_timeout = args.header_read_timeout;
-    config.idle_timeout = args.idle_timeout;
-    config.drain_timeout = args.drain_timeout;
-    config.sse_keep_alive = args.sse_keep_alive;
-    config.http2 = !args.no_http2;
+    let config = ServerConfig {
+        max_body_bytes: args.max_body_bytes,
+        max_names: args.max_names,
+        max_name_len: args.max_name_len,
+        max_wait: args.max_wait,
+        max_connections: args.max_connections,
+        backlog: args.backlog,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        drain_timeout: args.drain_timeout,
+        sse_keep_alive: args.sse_keep_alive,
+        http2: !args.no_http2,
+        ..ServerConfig::default()
+    };
 
     let server = Server::builder()
         .registry(registry)
