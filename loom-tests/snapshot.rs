@@ -49,7 +49,7 @@ fn get_sees_old_or_new_register_whole() {
 /// reader whose revision says 3 must see both writes.
 #[test]
 fn read_revision_never_newer_than_its_data() {
-    check(2, || {
+    check(3, || {
         let (registry, _clock) = registry();
         registry.set("a", json("1"), None, None).unwrap();
 

@@ -142,3 +142,35 @@ fn shutdown_wakes_waiter() {
         closer.join().unwrap();
     });
 }
+
+/// More waiters than a slot fires under its mutex (16): the slot fires them from a snapshot,
+/// outside the mutex, while one of them is dropped and a new one registers. Every waiter
+/// registered before the change is woken; the late one finds the change in its re-check; the
+/// dropped one is neither fired into nor leaked.
+#[test]
+fn many_waiters_fired_from_snapshot() {
+    check(3, || {
+        let (registry, _clock) = registry();
+        let mut waits: Vec<_> = (0..17)
+            .map(|_| registry.wait(&Selector::name("a"), 0))
+            .collect();
+        for wait in &mut waits {
+            assert!(poll_once(wait).is_pending());
+        }
+        let dropped = waits.pop().unwrap();
+        let writer = {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                registry.set("a", json("1"), None, None).unwrap();
+            })
+        };
+        drop(dropped);
+        let late = registry.wait(&Selector::name("a"), 0);
+        assert_eq!(block_on(late), WaitOutcome::Changed);
+        writer.join().unwrap();
+        for wait in waits {
+            assert_eq!(block_on(wait), WaitOutcome::Changed);
+        }
+        assert_eq!(registry.watch_slots(), 0);
+    });
+}

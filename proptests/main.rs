@@ -55,9 +55,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(names, back)| Op::Wait { names, back }),
         1 => any::<u8>().prop_map(|index| Op::DropWait { index }),
         5 => prop_oneof![
-            3 => 0..30u16,
-            2 => 30..120u16,
-            1 => 900..1_100u16,
+            6 => 0..30u16,
+            4 => 30..120u16,
+            // The request age limit and the default TTL, exactly.
+            1 => Just(model::REQUEST_MAX_AGE_MS as u16),
+            1 => Just(model::DEFAULT_TTL_MS as u16),
+            2 => 900..1_100u16,
         ]
         .prop_map(|ms| Op::Advance { ms }),
         2 => (names(), 0..10u8).prop_map(|(names, back)| Op::Check { names, back }),
@@ -87,8 +90,14 @@ fn scripted_corners() {
         ttl,
     };
     Harness::run(&[
-        Op::Wait { names: 0b1, back: 0 },
-        Op::Wait { names: 0b10, back: 0 },
+        Op::Wait {
+            names: 0b1,
+            back: 0,
+        },
+        Op::Wait {
+            names: 0b10,
+            back: 0,
+        },
         Op::Wait { names: 0, back: 0 },
         set(0, 3, 4, Ttl::Millis(10)),
         Op::Refresh {
@@ -110,8 +119,37 @@ fn scripted_corners() {
         Op::Advance { ms: 49 },
         Op::Advance { ms: 1 },
         Op::Remove { name: 0 },
-        Op::Check { names: 0b1, back: 3 },
+        Op::Check {
+            names: 0b1,
+            back: 3,
+        },
         Op::Advance { ms: 1_000 },
+        Op::Take { names: 0 },
+    ]);
+}
+
+/// Change requests at the edge of the age limit: one younger than it is delivered, one exactly
+/// as old is dropped, and the cap counts stale requests until they are swept or taken.
+#[test]
+fn request_age_and_cap() {
+    Harness::run(&[
+        Op::Request { name: 0, value: 0 },
+        Op::Advance { ms: 39 },
+        Op::Take { names: 0b1 },
+        Op::Request { name: 0, value: 1 },
+        Op::Advance { ms: 40 },
+        Op::Take { names: 0b1 },
+        Op::Request { name: 0, value: 1 },
+        Op::Request { name: 1, value: 1 },
+        Op::Request { name: 2, value: 1 },
+        Op::Advance { ms: 40 },
+        // Stale but not swept: still counted against the cap.
+        Op::Request { name: 3, value: 1 },
+        Op::Request { name: 2, value: 2 },
+        Op::Advance { ms: 1_000 },
+        // Swept now (or not: the harness accepts either, from the pending count).
+        Op::Request { name: 3, value: 1 },
+        Op::ParkTake { names: 0b1000 },
         Op::Take { names: 0 },
     ]);
 }

@@ -103,24 +103,49 @@ pub(crate) enum Op {
     },
     /// `set` of the register's current value and metadata (a refresh; text variant `variant`),
     /// or a create if absent.
-    Refresh { name: u8, variant: u8, ttl: Ttl },
-    Remove { name: u8 },
+    Refresh {
+        name: u8,
+        variant: u8,
+        ttl: Ttl,
+    },
+    Remove {
+        name: u8,
+    },
     /// A change request.
-    Request { name: u8, value: u8 },
+    Request {
+        name: u8,
+        value: u8,
+    },
     /// `try_take_requests`. `names` is a bit set over [`NAMES`]; empty means all.
-    Take { names: u8 },
+    Take {
+        names: u8,
+    },
     /// `take_requests`, polled once; if pending it stays parked.
-    ParkTake { names: u8 },
+    ParkTake {
+        names: u8,
+    },
     /// Drops (cancels) the `index`-th parked take.
-    DropTake { index: u8 },
+    DropTake {
+        index: u8,
+    },
     /// `wait(names, revision - back)`, polled once; if pending it stays parked.
-    Wait { names: u8, back: u8 },
+    Wait {
+        names: u8,
+        back: u8,
+    },
     /// Drops the `index`-th parked wait.
-    DropWait { index: u8 },
+    DropWait {
+        index: u8,
+    },
     /// Moves the clock forward by `ms` and runs `expire_due`.
-    Advance { ms: u16 },
+    Advance {
+        ms: u16,
+    },
     /// `changed_since` and `replay` at `revision - back`.
-    Check { names: u8, back: u8 },
+    Check {
+        names: u8,
+        back: u8,
+    },
 }
 
 /// A waker that counts its wakes.
@@ -256,7 +281,7 @@ impl Model {
     }
 
     fn is_fresh(&self, at: u64) -> bool {
-        self.now.saturating_sub(at) < REQUEST_MAX_AGE_MS
+        is_fresh(self.now, at)
     }
 
     /// A take: removes every selected request, returns the fresh ones sorted by name.
@@ -283,6 +308,11 @@ impl Model {
             .iter()
             .any(|(&n, &(_, at))| Self::selected(names, n) && self.is_fresh(at))
     }
+}
+
+/// Whether a request made at `at` may still be delivered at `now`: younger than the age limit.
+fn is_fresh(now: u64, at: u64) -> bool {
+    now.saturating_sub(at) < REQUEST_MAX_AGE_MS
 }
 
 /// The registry under test, the model, and the futures parked on both.
@@ -365,6 +395,10 @@ impl Harness {
             .max_pending_requests(MAX_PENDING_REQUESTS)
             .removal_history(REMOVAL_HISTORY)
             .max_name_len(MAX_NAME_LEN)
+            // The harness drains the feed after every step (a step sends at most one event per
+            // name), so a small ring suffices; the default 65,536 slots would dominate the cost
+            // of a fuzz execution.
+            .feed_capacity(64)
             .build();
         let feed = registry.subscribe();
         Self {
@@ -400,7 +434,13 @@ impl Harness {
             } => {
                 let value = usize::from(value) % VALUES.len();
                 let metadata = usize::from(metadata) % METADATA.len();
-                self.set(usize::from(name) % NAMES.len(), value, variant.into(), metadata, ttl);
+                self.set(
+                    usize::from(name) % NAMES.len(),
+                    value,
+                    variant.into(),
+                    metadata,
+                    ttl,
+                );
             }
             Op::Refresh { name, variant, ttl } => {
                 let name = usize::from(name) % NAMES.len();
@@ -413,9 +453,10 @@ impl Harness {
                 self.set(name, value, variant.into(), metadata, ttl);
             }
             Op::Remove { name } => self.remove(usize::from(name) % NAMES.len()),
-            Op::Request { name, value } => {
-                self.request(usize::from(name) % NAMES.len(), usize::from(value) % VALUES.len())
-            }
+            Op::Request { name, value } => self.request(
+                usize::from(name) % NAMES.len(),
+                usize::from(value) % VALUES.len(),
+            ),
             Op::Take { names } => {
                 let (names, selector) = selection(names);
                 let taken = self.registry.try_take_requests(&selector);
@@ -575,8 +616,7 @@ impl Harness {
 
     /// A change to `name` at the model's current revision: expect its feed event.
     fn changed(&mut self, kind: EventKind, name: usize) {
-        self.expected_events
-            .push((kind, name, self.model.revision));
+        self.expected_events.push((kind, name, self.model.revision));
     }
 
     fn request(&mut self, name: usize, value: usize) {
@@ -602,7 +642,7 @@ impl Harness {
         model.requests.insert(name, (value, model.now));
         for take in &mut self.takes {
             if Model::selected(&take.names, name) {
-                take.must_wake = false;
+                take.must_wake = true;
             }
         }
     }
@@ -619,7 +659,11 @@ impl Harness {
             .filter(|(_, r)| r.deadline <= now)
             .map(|(&n, _)| n)
             .collect();
-        assert_eq!(expired, due.len(), "expire_due at {now}: model expects {due:?}");
+        assert_eq!(
+            expired,
+            due.len(),
+            "expire_due at {now}: model expects {due:?}"
+        );
         // The pass takes one revision per expired register, in an order the model does not
         // predict: learn it from the feed, after checking it is exactly the due set.
         let mut events = Vec::new();
@@ -652,10 +696,10 @@ impl Harness {
             .count();
         let pending = self.registry.stats().pending_requests;
         if pending == fresh && fresh != total {
-            let model = &mut self.model;
-            model.requests.retain(|_, &mut (_, at)| {
-                model.now.saturating_sub(at) < REQUEST_MAX_AGE_MS
-            });
+            let now = self.model.now;
+            self.model
+                .requests
+                .retain(|_, &mut (_, at)| is_fresh(now, at));
         } else {
             assert_eq!(pending, total, "pending requests after a sweep");
         }
@@ -857,7 +901,10 @@ impl Harness {
                     self.takes.remove(index);
                 }
                 Poll::Pending => {
-                    assert!(expected.is_empty(), "parked take pending, model has {expected:?}");
+                    assert!(
+                        expected.is_empty(),
+                        "parked take pending, model has {expected:?}"
+                    );
                     index += 1;
                 }
             }
