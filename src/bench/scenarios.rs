@@ -675,30 +675,32 @@ pub(crate) async fn commands(
                     break;
                 }
                 let mut index = read.index;
+                // Some(true): confirmed; Some(false): failed; None: the run ended first (a
+                // round trip still in flight at the end is neither a success nor an error).
                 let confirmed = loop {
                     let mut path = format!("/consumer?name={name}&wait=5s");
                     if let Some(i) = index {
                         let _ = write!(path, "&index={i}");
                     }
                     let Ok(answer) = conn.send(&request("GET", &path, addr, None)).await else {
-                        break false;
+                        break Some(false);
                     };
                     index = answer.index;
-                    if registers_in(&answer.body)
-                        .iter()
-                        .any(|(_, v)| *v == seq.to_string())
-                    {
-                        break true;
+                    let want = seq.to_string();
+                    if registers_in(&answer.body).iter().any(|(_, v)| *v == want) {
+                        break Some(true);
                     }
                     if Instant::now() >= stop {
-                        break false;
+                        break None;
                     }
                 };
-                if !confirmed {
-                    errors += 1;
-                } else if started >= measure_from {
-                    record(&mut latency, started.elapsed());
-                    done += 1;
+                match confirmed {
+                    Some(true) if started >= measure_from => {
+                        record(&mut latency, started.elapsed());
+                        done += 1;
+                    }
+                    Some(false) => errors += 1,
+                    _ => {}
                 }
             }
             (latency, done, errors)

@@ -422,6 +422,24 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// Removes the register, as dropping the handle does, and waits until the removal is
+    /// done (or failed: the register then expires by its TTL). A program about to exit calls
+    /// this, so that exiting does not cut the removal short.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the removal happens anyway, as on drop; only the waiting stops.
+    pub async fn remove(self) {
+        let done = self.task_done.clone();
+        drop(self);
+        if let Some(mut done) = done {
+            // Ends with an error once the task dropped its sender, after the removal.
+            while done.changed().await.is_ok() {}
+        }
+    }
+}
+
 impl Drop for Provider {
     fn drop(&mut self) {
         // Then `commands` drops, which tells the task to remove the register.

@@ -18,11 +18,10 @@ pub(crate) const X_REG_INDEX: &str = "x-reg-index";
 /// With `wait`, first waits until a watched register changes after `index` (without `index`:
 /// after the revision at the start of the request), `wait` runs out, or shutdown. An `index`
 /// above the current revision is answered at once.
-pub(crate) async fn get(
-    shared: &Shared,
-    request: &Request<Incoming>,
-) -> Result<Response<ResBody>, ServerError> {
-    let query = Query::parse(request.uri().query(), &shared.config)?;
+///
+/// Takes the parsed query, not the request: the caller drops the request before parking, see
+/// [`routes::handle`].
+pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBody>, ServerError> {
     let selector = query.selector();
     let registry = &shared.registry;
     if let Some(wait) = query.wait {

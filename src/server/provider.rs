@@ -38,11 +38,10 @@ pub(crate) async fn put(
 /// Pending requests are answered at once; otherwise, with `wait`, the poll parks until a
 /// request for a watched name arrives, `wait` runs out, or shutdown. If the client goes away
 /// the take is dropped, and a dropped take has taken nothing.
-pub(crate) async fn get(
-    shared: &Shared,
-    request: &Request<Incoming>,
-) -> Result<Response<ResBody>, ServerError> {
-    let query = Query::parse(request.uri().query(), &shared.config)?;
+///
+/// Takes the parsed query, not the request: the caller drops the request before parking, see
+/// [`routes::handle`].
+pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBody>, ServerError> {
     let selector = query.selector();
     let registry = &shared.registry;
     let taken = match query.wait {

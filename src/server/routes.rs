@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::server::conn::Busy;
 use crate::server::error::ServerError;
 use crate::server::metrics::Route;
+use crate::server::query::Query;
 use crate::server::{consumer, ops, provider, response, watch, Shared};
 
 /// `Content-Type` of JSON bodies.
@@ -96,10 +97,16 @@ pub(crate) async fn handle(
     let route = Route::of(request.uri().path());
     let method = request.method().clone();
     let result = match (route, &method) {
-        (Route::Consumer, &Method::GET) => consumer::get(shared, &request).await,
+        (Route::Consumer, &Method::GET) => match parse_and_drop(shared, request) {
+            Ok(query) => consumer::get(shared, query).await,
+            Err(error) => Err(error),
+        },
         (Route::Consumer, &Method::PUT) => consumer::put(shared, request).await,
         (Route::Consumer, _) => not_allowed(&request, "GET, PUT"),
-        (Route::Provider, &Method::GET) => provider::get(shared, &request).await,
+        (Route::Provider, &Method::GET) => match parse_and_drop(shared, request) {
+            Ok(query) => provider::get(shared, query).await,
+            Err(error) => Err(error),
+        },
         (Route::Provider, &Method::PUT) => provider::put(shared, request).await,
         (Route::Provider, &Method::DELETE) => provider::delete(shared, &request),
         (Route::Provider, _) => not_allowed(&request, "GET, PUT, DELETE"),
@@ -114,6 +121,17 @@ pub(crate) async fn handle(
     let response = result.unwrap_or_else(|error| error_response(&error));
     shared.metrics.request(route, &method, response.status());
     response
+}
+
+/// Parses a long poll's query into owned data and drops the request before the handler parks.
+///
+/// Why: hyper's parsed URI and header values are slices of the connection's 8 KiB read buffer.
+/// Holding the request while parked pins that buffer, and hyper — which keeps reading to notice
+/// a client that goes away — then allocates a second one: 16 KiB per parked poll instead of 8.
+fn parse_and_drop(shared: &Shared, request: Request<Incoming>) -> Result<Query, ServerError> {
+    let query = Query::parse(request.uri().query(), &shared.config);
+    drop(request);
+    query
 }
 
 fn not_allowed(

@@ -5,20 +5,82 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod browse;
+mod common;
+mod get;
+mod list;
+mod mcp;
+mod provide;
 mod serve;
+mod set;
 mod version;
+mod watch;
 
 /// reg: a register registry — named, self-expiring JSON values with long polls, change
 /// requests and streaming watch.
 #[derive(Debug, Parser)]
-#[command(name = "reg", version, about, propagate_version = true)]
+#[command(
+    name = "reg",
+    version,
+    about,
+    propagate_version = true,
+    after_help = common::EXIT_STATUS_HELP
+)]
 struct Cli {
+    #[command(flatten)]
+    registry: common::RegistryArg,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Provide a register: publish it, keep it alive, take change requests.
+    ///
+    /// The register is refreshed at half its TTL. Each line on stdin (one JSON value per line)
+    /// becomes its new value; a line that is not JSON is reported on stderr and skipped. Change
+    /// requests are printed to stdout as JSON lines {"name":…,"value":…} and applied unless
+    /// --read-only. Ctrl-C (SIGINT) or SIGTERM removes the register and exits with status 0. At
+    /// the end of stdin the register is kept alive until a signal comes.
+    Provide(provide::ProvideArgs),
+    /// Print registers' current values as JSON.
+    ///
+    /// One name: its value. Several: an object name → value. With --metadata, each value is
+    /// {"value":…,"metadata":…}. A register that does not exist is waited for up to --timeout,
+    /// then it is an error (exit status 3).
+    Get(get::GetArgs),
+    /// Ask a register's provider for a new value and wait until it confirms.
+    ///
+    /// Sends a change request, then waits until the register holds the requested value (exit
+    /// status 0) or --timeout runs out (exit status 4). Nothing is printed on success unless
+    /// --stay is given.
+    Set(set::SetArgs),
+    /// List every register, sorted by name.
+    ///
+    /// With --metadata each value is {"value":…,"metadata":…}. With --stay, print one JSON line
+    /// per register and then one per change instead: {"event":"set","name":…,"value":…,
+    /// "revision":…} or {"event":"removed","name":…,"revision":…}, until interrupted.
+    List(list::ListArgs),
+    /// Stream changes as JSON lines.
+    ///
+    /// One line per event: {"event":"set","name":…,"value":…,"metadata":…,"revision":…}, or
+    /// {"event":"delete"|"expire","name":…,"revision":…}. No names: every register. After a lost
+    /// connection the stream resumes from the last revision seen, so no change is missed.
+    Watch(watch::WatchArgs),
+    /// Browse the registry live in the terminal (flat or tree view, filter, edit).
+    ///
+    /// Flat or tree view (names split on `.`), a filter, a details panel (value, metadata,
+    /// revision, time to expiry), and editing a value (sends a change request). Registers that
+    /// expire or are removed stay red for a few seconds. Keys are shown at the bottom; q, Esc or
+    /// Ctrl-C quits.
+    Browse(browse::BrowseArgs),
+    /// Serve MCP on stdio for LLM agents: get_register, list_registers, request_change,
+    /// set_register.
+    ///
+    /// For an MCP client's configuration: command `reg`, arguments `["mcp"]`, and the registry
+    /// URL in the REGISTRY environment variable (or `--registry`). Ends at the end of stdin.
+    Mcp(mcp::McpArgs),
     /// Serve the REST API (in memory, no configuration needed).
     Serve(serve::ServeArgs),
     /// Benchmark a reg server (capacity planning): fleet, read, write, fanout, commands,
@@ -30,16 +92,29 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let registry = &cli.registry;
     let result = match cli.command {
+        Command::Provide(args) => provide::run(args, registry),
+        Command::Get(args) => get::run(args, registry),
+        Command::Set(args) => set::run(args, registry),
+        Command::List(args) => list::run(args, registry),
+        Command::Watch(args) => watch::run(args, registry),
+        Command::Browse(args) => browse::run(args, registry),
+        Command::Mcp(args) => mcp::run(args, registry),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Version => version::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output went away (`reg watch | head -1`): nothing to report.
+        Err(error) if common::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("reg: error: {error:#}");
-            ExitCode::FAILURE
+            eprintln!("reg: error: {}", common::error_chain(&error));
+            let code = error
+                .downcast_ref::<common::Failure>()
+                .map_or(common::exit::ERROR, |failure| failure.code);
+            ExitCode::from(code)
         }
     }
 }

@@ -1,0 +1,210 @@
+//! `reg browse`: a live terminal browser of the registry (ratatui over crossterm).
+//!
+//! # Layout
+//!
+//! `app.rs` holds the state and changes it (snapshots, keys, time); `ui.rs` draws it, a pure
+//! function of the state; this file is the event loop that connects them to the terminal,
+//! the registry and the clock.
+//!
+//! # Data
+//!
+//! One task reads every register with `detail=true` (revision, creation, remaining TTL) as a
+//! long poll with `index`: a change is on screen at once, and with no change the poll comes
+//! back after [`REFRESH`] so the remaining TTLs stay fresh (a refresh that changes nothing
+//! does not wake a poll).
+
+mod app;
+mod ui;
+
+use std::io::{self, IsTerminal};
+use std::time::Duration;
+
+use anyhow::Context;
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+use reg::client::{ReadQuery, WireClient};
+use reg::Json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::common::{self, RegistryArg, Signals};
+use app::{Action, App, Read, ViewMode};
+
+/// Longest a detail poll waits for a change before it reads again anyway: 1 s.
+const REFRESH: Duration = Duration::from_secs(1);
+/// Screen refresh for countdowns and fading red rows: 250 ms.
+const TICK: Duration = Duration::from_millis(250);
+/// How often the input thread checks whether the browser is gone: 100 ms.
+const INPUT_POLL: Duration = Duration::from_millis(100);
+/// Reconnect delays after a failed read: from 200 ms, doubling up to 5 s.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The arguments of `reg browse` (its help is on `Command::Browse` in `main.rs`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct BrowseArgs {
+    /// Start in the tree view.
+    #[arg(long)]
+    tree: bool,
+
+    /// Start with this filter.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+}
+
+pub(crate) fn run(args: BrowseArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+    let wire = registry.wire()?;
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        anyhow::bail!("browse needs a terminal (stdin and stdout must be one)");
+    }
+    // No logging: it would write over the screen.
+    common::runtime()?.block_on(browse(args, wire))
+}
+
+/// Restores the terminal when dropped, whichever way the browser ends (ratatui's panic hook
+/// does it on a panic).
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        ratatui::restore();
+    }
+}
+
+/// What the feed task reports.
+#[derive(Debug)]
+enum Feed {
+    Snapshot(Vec<Read>, Instant),
+    Failed(String),
+}
+
+async fn browse(args: BrowseArgs, wire: WireClient) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
+    let mut app = App::new(wire.url(), Instant::now());
+    if args.tree {
+        app.view = ViewMode::Tree;
+    }
+    if let Some(filter) = args.filter {
+        app.filter = filter;
+    }
+
+    let terminal = ratatui::try_init();
+    let _restore = Restore;
+    let mut terminal = terminal.context("cannot set up the terminal")?;
+
+    let (key_tx, mut keys) = mpsc::channel(64);
+    std::thread::spawn(move || read_input(&key_tx));
+    let (feed_tx, mut feed) = mpsc::channel(4);
+    let feed_task = tokio::spawn(read_registry(wire.clone(), feed_tx));
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    let result = loop {
+        let mut offset = app.offset;
+        if let Err(error) = terminal.draw(|frame| offset = ui::render(&app, frame)) {
+            break Err(anyhow::Error::from(error).context("cannot draw"));
+        }
+        app.offset = offset;
+        tokio::select! {
+            event = keys.recv() => match event {
+                Some(Event::Key(key)) if key.kind != KeyEventKind::Release => {
+                    app.tick(Instant::now());
+                    match app.on_key(key) {
+                        Some(Action::Quit) => break Ok(()),
+                        Some(Action::Request { name, value }) => {
+                            let wire = wire.clone();
+                            let done = done_tx.clone();
+                            tokio::spawn(async move {
+                                let result = wire
+                                    .request(&[(name.as_str(), value.clone())])
+                                    .await
+                                    .map_err(|error| error.to_string());
+                                let _ = done.send((name, value, result));
+                            });
+                        }
+                        None => {}
+                    }
+                }
+                // A resize or another event: draw again.
+                Some(_) => {}
+                None => break Err(anyhow::anyhow!("the terminal input ended")),
+            },
+            Some(update) = feed.recv() => match update {
+                Feed::Snapshot(registers, at) => app.apply_snapshot(registers, at),
+                Feed::Failed(error) => app.connection_failed(error),
+            },
+            Some((name, value, result)) = done.recv() => {
+                let value: Json = value;
+                app.request_done(&name, &value, result);
+            }
+            _ = ticker.tick() => app.tick(Instant::now()),
+            () = signals.next() => break Ok(()),
+        }
+    };
+    feed_task.abort();
+    result
+}
+
+/// Reads terminal events on a thread of its own (crossterm's reads block) until the browser
+/// is gone.
+fn read_input(keys: &mpsc::Sender<Event>) {
+    while !keys.is_closed() {
+        match event::poll(INPUT_POLL) {
+            Ok(true) => match event::read() {
+                Ok(event) => {
+                    if keys.blocking_send(event).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            },
+            Ok(false) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads every register with details, long-polling, and reports each answer.
+async fn read_registry(wire: WireClient, feed: mpsc::Sender<Feed>) {
+    let mut index = None;
+    let mut fresh = true;
+    let mut delay = RETRY_MIN;
+    loop {
+        let mut query = ReadQuery::all().detail(true);
+        if !fresh {
+            query = query.wait(REFRESH);
+            if let Some(index) = index {
+                query = query.index(index);
+            }
+        }
+        let started = Instant::now();
+        match wire.read(&query).await {
+            Ok(read) => {
+                let unchanged = !fresh && read.index.is_some() && read.index == index;
+                fresh = false;
+                index = read.index;
+                delay = RETRY_MIN;
+                let registers = read.registers.into_iter().map(Read::from).collect();
+                if feed
+                    .send(Feed::Snapshot(registers, Instant::now()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                // A poll answered at once with nothing new: a server shutting down.
+                if unchanged && started.elapsed() < REFRESH / 2 {
+                    tokio::time::sleep(RETRY_MIN).await;
+                }
+            }
+            Err(error) => {
+                fresh = true;
+                if feed.send(Feed::Failed(error.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! What the client subcommands share: exit statuses, the registry URL, JSON output lines,
+//! reading stdin, signals, and waiting (bounded) for registers to reach a state.
+
+use std::fmt;
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use reg::client::{Client, ClientError, ReadQuery, ReadResponse, RegisterValue, WireClient};
+use reg::Json;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing_subscriber::EnvFilter;
+
+/// Exit statuses. Scripts depend on them: never renumber, only add.
+pub(crate) mod exit {
+    /// An error: bad input, a registry that cannot be reached or answered with an error.
+    pub(crate) const ERROR: u8 = 1;
+    /// `get`: a register did not exist before the timeout ran out.
+    pub(crate) const NOT_FOUND: u8 = 3;
+    /// `set`: the provider did not confirm the change before the timeout ran out.
+    pub(crate) const NOT_CONFIRMED: u8 = 4;
+}
+
+/// The exit statuses, for `reg --help`.
+pub(crate) const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success (also after Ctrl-C/SIGTERM for provide)
+  1  error: invalid input, bad registry URL, registry unreachable or answered an error
+  2  usage error (invalid command line)
+  3  get: a register did not exist before --timeout ran out
+  4  set: the provider did not confirm the change before --timeout ran out
+
+The registry URL comes from --registry or the REGISTRY environment variable
+(default http://localhost:8080). Values are JSON, in and out.";
+
+/// An error that ends the program with a particular exit status (see [`exit`]).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The registry URL, shared by every client subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RegistryArg {
+    /// The registry's URL: `http://host[:port][/prefix]`.
+    #[arg(
+        long,
+        global = true,
+        env = "REGISTRY",
+        default_value = "http://localhost:8080",
+        value_name = "URL"
+    )]
+    pub(crate) registry: String,
+}
+
+impl RegistryArg {
+    /// A high-level client for the registry; a bad URL is an error naming what is wrong.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
+        Client::remote(&self.registry).map_err(|error| url_error(&error))
+    }
+
+    /// A wire client for the registry.
+    pub(crate) fn wire(&self) -> anyhow::Result<WireClient> {
+        WireClient::new(&self.registry).map_err(|error| url_error(&error))
+    }
+}
+
+fn url_error(error: &ClientError) -> anyhow::Error {
+    anyhow::anyhow!("{error} (set it with --registry or REGISTRY)")
+}
+
+/// A single-threaded Tokio runtime: the client subcommands do little at a time.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// Logs warnings (e.g. the client's reconnects) to stderr; `RUST_LOG` overrides the level.
+pub(crate) fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Fails only if a subscriber is already set, which is then good enough.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .without_time()
+        .try_init();
+}
+
+/// Parses a JSON argument; the error says which argument and, for a bare word, how to quote
+/// a string.
+pub(crate) fn parse_json_arg(what: &str, text: &str) -> anyhow::Result<Json> {
+    Json::parse(text.as_bytes()).map_err(|error| {
+        let hint = if text.trim_start().starts_with(|c: char| c.is_alphabetic())
+            && !matches!(text.trim(), "true" | "false" | "null")
+        {
+            format!(" (a JSON string needs quotes: '\"{}\"')", text.trim())
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("{what} {text:?} is not valid JSON: {error}{hint}")
+    })
+}
+
+/// Parses metadata: a JSON object.
+pub(crate) fn parse_metadata_arg(text: &str) -> anyhow::Result<Option<Json>> {
+    let metadata = parse_json_arg("metadata", text)?;
+    if metadata.is_null() || metadata.is_empty_object() {
+        return Ok(None);
+    }
+    if !metadata.is_object() {
+        anyhow::bail!("metadata must be a JSON object, got {metadata}");
+    }
+    Ok(Some(metadata))
+}
+
+/// Reads stdin to the end and parses it as one JSON value.
+pub(crate) fn read_json_stdin(what: &str) -> anyhow::Result<Json> {
+    if io::stdin().is_terminal() {
+        eprintln!("reg: reading the {what} from stdin as JSON (end it with Ctrl-D)");
+    }
+    let mut input = Vec::new();
+    io::stdin()
+        .lock()
+        .read_to_end(&mut input)
+        .context("cannot read stdin")?;
+    if input.iter().all(u8::is_ascii_whitespace) {
+        anyhow::bail!("no {what} given: pass it as an argument or as JSON on stdin");
+    }
+    Json::parse(&input)
+        .map_err(|error| anyhow::anyhow!("{what} on stdin is not valid JSON: {error}"))
+}
+
+/// A JSON string for `text`.
+pub(crate) fn json_string(text: &str) -> Json {
+    Json::from(text)
+}
+
+/// Builds a JSON object from members whose values are already JSON text.
+#[derive(Debug, Default)]
+pub(crate) struct Object(String);
+
+impl Object {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `"key":value`; `value` must be JSON text.
+    pub(crate) fn member(mut self, key: &str, value: &dyn fmt::Display) -> Self {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        self.0.push_str(json_string(key).as_str());
+        self.0.push(':');
+        self.0.push_str(&value.to_string());
+        self
+    }
+
+    pub(crate) fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Metadata as the CLI prints it: an object, `{}` for none.
+pub(crate) fn metadata_or_empty(metadata: Option<&Json>) -> String {
+    metadata.map_or_else(|| "{}".to_owned(), |m| m.as_str().to_owned())
+}
+
+/// `{"value":…,"metadata":…}`.
+pub(crate) fn value_with_metadata(value: &Json, metadata: Option<&Json>) -> String {
+    Object::new()
+        .member("value", value)
+        .member("metadata", &metadata_or_empty(metadata))
+        .finish()
+}
+
+/// Writes one line to stdout and flushes it, so a reader of a pipe sees it at once.
+pub(crate) fn emit(line: &str) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(line.as_bytes())?;
+    stdout.write_all(b"\n")?;
+    stdout.flush()
+}
+
+/// An error and its causes, `outer: inner`, leaving out a cause whose text the message already
+/// holds (the client's errors spell out their sources themselves).
+pub(crate) fn error_chain(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// Whether an error is stdout going away (`reg watch | head -1`): the program ends quietly.
+pub(crate) fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Longest stdin line taken: 16 MiB (the server takes 1 MiB bodies by default; far beyond
+/// that the input is not a value).
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// One line of stdin.
+#[derive(Debug)]
+pub(crate) enum StdinLine {
+    /// A line (without its end), numbered from 1.
+    Line { number: u64, bytes: Vec<u8> },
+    /// A line longer than [`MAX_LINE_BYTES`], skipped.
+    TooLong { number: u64 },
+    /// Reading failed; no more lines.
+    Failed(io::Error),
+}
+
+/// Reads stdin line by line on a thread of its own (reading a pipe or a terminal blocks) and
+/// hands each line over; the channel closes at end of input.
+pub(crate) fn stdin_lines() -> mpsc::Receiver<StdinLine> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let stdin = io::stdin();
+        let mut reader = stdin.lock();
+        let mut number = 0_u64;
+        loop {
+            number += 1;
+            let mut bytes = Vec::new();
+            let limit = u64::try_from(MAX_LINE_BYTES + 1).unwrap_or(u64::MAX);
+            let line = match (&mut reader).take(limit).read_until(b'\n', &mut bytes) {
+                Ok(0) => return,
+                Ok(_) if bytes.last() == Some(&b'\n') => {
+                    bytes.pop();
+                    if bytes.last() == Some(&b'\r') {
+                        bytes.pop();
+                    }
+                    StdinLine::Line { number, bytes }
+                }
+                Ok(_) if bytes.len() > MAX_LINE_BYTES => {
+                    // Skip the rest of the line.
+                    let mut rest = Vec::new();
+                    if let Err(error) = reader.read_until(b'\n', &mut rest) {
+                        let _ = tx.blocking_send(StdinLine::Failed(error));
+                        return;
+                    }
+                    StdinLine::TooLong { number }
+                }
+                // The last line, without a newline.
+                Ok(_) => StdinLine::Line { number, bytes },
+                Err(error) => StdinLine::Failed(error),
+            };
+            let failed = matches!(line, StdinLine::Failed(_));
+            if tx.blocking_send(line).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// SIGINT and SIGTERM.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (from then on the signals no longer kill the process).
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot install the SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for the next signal.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a signal is consumed only when this returns.
+    pub(crate) async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A long poll that comes back this much before its wait ran out, with nothing new, is a
+/// server answering at once (shutting down): pause before the next one.
+const EARLY_ANSWER_PAUSE: Duration = Duration::from_millis(50);
+/// Longest wait of one poll against a server without `index` (Part A only): a change between
+/// two polls is then seen at the latest this much later.
+const FALLBACK_POLL: Duration = Duration::from_millis(250);
+
+/// Reads `names` until `done` holds for the answer or `timeout` runs out, long-polling in
+/// between (with `index`, so no change is missed). Returns the last answer and whether `done`
+/// held.
+pub(crate) async fn read_until(
+    wire: &WireClient,
+    names: &[String],
+    detail: bool,
+    timeout: Duration,
+    mut done: impl FnMut(&ReadResponse) -> bool,
+) -> Result<(ReadResponse, bool), ClientError> {
+    let deadline = Instant::now() + timeout;
+    let query = ReadQuery::names(names).detail(detail);
+    let mut read = wire.read(&query).await?;
+    loop {
+        if done(&read) {
+            return Ok((read, true));
+        }
+        let started = Instant::now();
+        let remaining = deadline.saturating_duration_since(started);
+        if remaining < Duration::from_millis(1) {
+            return Ok((read, false));
+        }
+        let poll = match read.index {
+            Some(index) => query.clone().wait(remaining).index(index),
+            None => query.clone().wait(remaining.min(FALLBACK_POLL)),
+        };
+        let previous = read.index;
+        read = wire.read(&poll).await?;
+        let early = started.elapsed() < remaining / 2;
+        if early && previous.is_some() && read.index == previous {
+            tokio::time::sleep(EARLY_ANSWER_PAUSE.min(remaining)).await;
+        }
+    }
+}
+
+/// The register called `name` in an answer.
+pub(crate) fn find<'a>(read: &'a ReadResponse, name: &str) -> Option<&'a RegisterValue> {
+    read.registers.iter().find(|r| &*r.name == name)
+}
+
+/// `"a", "b"` for a message.
+pub(crate) fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A duration as the user typed it, for messages.
+pub(crate) fn show_duration(duration: Duration) -> String {
+    reg::format_go_duration(duration)
+}
+
+/// Names given on the command line, duplicates dropped, order kept.
+pub(crate) fn unique(names: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .iter()
+        .filter(|name| seen.insert(name.as_str()))
+        .cloned()
+        .collect()
+}
