@@ -82,6 +82,7 @@ async fn fanout_answers_every_parked_poll() {
     let report = bench(Scenario::Fanout(FanoutOptions {
         polls: 50,
         connections: 2,
+        ceiling_command: None,
     }))
     .await;
     let fan = &report.rows[0];

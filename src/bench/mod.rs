@@ -26,6 +26,7 @@ mod scenarios;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+pub use ceiling::serve_ceiling;
 pub use report::{Latency, Machine, Report, Row};
 pub use scenarios::{CommandsOptions, FanoutOptions, FleetOptions, ThroughputOptions};
 

@@ -81,6 +81,11 @@ pub struct FanoutOptions {
     pub polls: usize,
     /// Client connections of the steady PUT load in the different-registers phase.
     pub connections: usize,
+    /// A `reg` binary to run the parking ceiling server in a child process
+    /// (`reg bench ceiling-server --park`); `None`: in this process. A child is needed when
+    /// the polls' client and server sockets together would pass this process's open-file
+    /// limit.
+    pub ceiling_command: Option<std::path::PathBuf>,
 }
 
 impl Default for FanoutOptions {
@@ -89,6 +94,79 @@ impl Default for FanoutOptions {
             // In-process, client and server sockets share this process's open-file limit.
             polls: 5_000,
             connections: 16,
+            ceiling_command: None,
+        }
+    }
+}
+
+/// The parking ceiling server, in this process or in a child process.
+enum FanCeiling {
+    Here(Ceiling),
+    Child(std::process::Child, std::net::SocketAddr),
+}
+
+impl FanCeiling {
+    async fn start(
+        command: Option<&std::path::Path>,
+        body: Vec<u8>,
+    ) -> Result<FanCeiling, BenchError> {
+        let Some(command) = command else {
+            return Ceiling::start_parking(body)
+                .await
+                .map(FanCeiling::Here)
+                .map_err(BenchError::io("starting the ceiling server"));
+        };
+        let mut child = std::process::Command::new(command)
+            .args(["bench", "ceiling-server", "--park", "--body"])
+            .arg(String::from_utf8_lossy(&body).into_owned())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(BenchError::io(format!("starting {}", command.display())))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| BenchError::Protocol(format!("ceiling server said {line:?}")))?;
+        Ok(FanCeiling::Child(child, addr))
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            FanCeiling::Here(ceiling) => ceiling.addr(),
+            FanCeiling::Child(_, addr) => *addr,
+        }
+    }
+
+    async fn parked(&self) -> u64 {
+        match self {
+            FanCeiling::Here(ceiling) => ceiling.parked(),
+            FanCeiling::Child(_, addr) => {
+                let Ok(mut conn) = Conn::connect(*addr, None).await else {
+                    return 0;
+                };
+                let get = request("GET", crate::bench::ceiling::PARKED_PATH, *addr, None);
+                match conn.send(&get).await {
+                    Ok(response) => String::from_utf8_lossy(&response.body)
+                        .trim()
+                        .parse()
+                        .unwrap_or(0),
+                    Err(_) => 0,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FanCeiling {
+    fn drop(&mut self) {
+        if let FanCeiling::Child(child, _) = self {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -455,6 +533,39 @@ async fn park(
     Ok(conns)
 }
 
+/// Sends `put` on `control` while a reader waits on each parked connection; returns the time
+/// from the PUT to each answer, and how many connections failed instead.
+async fn release(
+    conns: Vec<Conn>,
+    control: &mut Conn,
+    put: &[u8],
+) -> Result<(hdrhistogram::Histogram<u64>, u64), BenchError> {
+    let mut readers = Vec::with_capacity(conns.len());
+    for mut conn in conns {
+        readers.push(tokio::spawn(async move {
+            let status = conn.read_response().await.map(|r| r.status).ok();
+            (status, Instant::now(), conn)
+        }));
+    }
+    // Let every reader reach its first read before the clock starts.
+    tokio::task::yield_now().await;
+    let put_at = Instant::now();
+    expect(control, put, "the fanout PUT").await?;
+    let mut latency = histogram();
+    let mut failed = 0;
+    let mut kept = Vec::with_capacity(readers.len());
+    for reader in readers {
+        match reader.await {
+            Ok((Some(200), at, conn)) => {
+                record(&mut latency, at.saturating_duration_since(put_at));
+                kept.push(conn);
+            }
+            _ => failed += 1,
+        }
+    }
+    Ok((latency, failed))
+}
+
 /// `fanout`.
 pub(crate) async fn fanout(
     under: &Under,
@@ -489,48 +600,31 @@ pub(crate) async fn fanout(
         );
     }
     let rss_parked = under.rss().await;
-    let answered = Arc::new(AtomicU64::new(0));
-    let start = Arc::new(tokio::sync::OnceCell::<Instant>::new());
-    let mut readers = Vec::with_capacity(n);
-    for mut conn in conns {
-        let start = Arc::clone(&start);
-        let answered = Arc::clone(&answered);
-        readers.push(tokio::spawn(async move {
-            let response = conn.read_response().await;
-            let at = Instant::now();
-            answered.fetch_add(1, Ordering::Relaxed);
-            (
-                response.map(|r| r.status).ok(),
-                at,
-                start.get().copied(),
-                conn,
-            )
-        }));
-    }
     bar.phase("PUT → every parked poll answered");
-    let put_at = Instant::now();
-    let _ = start.set(put_at);
-    expect(
-        &mut control,
-        &put_provider(under.addr, &[(hot.clone(), "1".into())], "1h"),
-        "the fanout PUT",
-    )
-    .await?;
-    let mut latency = histogram();
-    let mut failed = 0;
-    let mut kept = Vec::with_capacity(n);
-    for reader in readers {
-        match reader.await {
-            Ok((Some(200), at, _, conn)) => {
-                record(&mut latency, at.saturating_duration_since(put_at));
-                kept.push(conn);
-            }
-            _ => failed += 1,
-        }
+    let put = put_provider(under.addr, &[(hot.clone(), "1".into())], "1h");
+    let (latency, failed) = release(conns, &mut control, &put).await?;
+
+    bar.phase(format!(
+        "the same {n} polls against the parking ceiling server"
+    ));
+    let ceiling = FanCeiling::start(options.ceiling_command.as_deref(), read.body.clone()).await?;
+    let mut top_control = connect(ceiling.addr(), 0).await?;
+    let top_under = Under {
+        addr: ceiling.addr(),
+        server: None,
+    };
+    let top_conns = park(&top_under, n, |_| hot.clone(), None).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ceiling.parked().await < n as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(kept);
+    let top_put = put_provider(ceiling.addr(), &[(hot.clone(), "1".into())], "1h");
+    let (top_latency, _) = release(top_conns, &mut top_control, &top_put).await?;
+    drop(ceiling);
+
     let mut one = Row {
         latency: Latency::from_histogram(&latency),
+        ceiling_latency: Latency::from_histogram(&top_latency),
         errors: failed,
         ..Row::named(format!("{n} polls on one register: PUT → answer"))
     };

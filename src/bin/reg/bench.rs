@@ -83,6 +83,16 @@ enum ScenarioCommand {
         #[arg(long, default_value_t = CommandsOptions::default().drivers)]
         drivers: usize,
     },
+    /// Run the ceiling server alone until stdin closes (used by `fanout`).
+    #[command(hide = true)]
+    CeilingServer {
+        /// Park every GET until the next PUT.
+        #[arg(long)]
+        park: bool,
+        /// The body to answer with.
+        #[arg(long, default_value = "{}")]
+        body: String,
+    },
     /// The bare hyper server alone: this machine's HTTP limit.
     Ceiling {
         #[command(flatten)]
@@ -172,10 +182,29 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             common,
             polls,
             connections,
-        } => (
-            common,
-            Scenario::Fanout(FanoutOptions { polls, connections }),
-        ),
+        } => {
+            // Beside the polls' own sockets, an in-process parking ceiling needs one more
+            // socket per poll: past ~7,000 polls run it in a child process.
+            let ceiling_command = (polls > 7_000)
+                .then(std::env::current_exe)
+                .transpose()
+                .context("cannot find the reg binary to run the ceiling server")?;
+            let options = FanoutOptions {
+                polls,
+                connections,
+                ceiling_command,
+            };
+            (common, Scenario::Fanout(options))
+        }
+        ScenarioCommand::CeilingServer { park, body } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            return runtime
+                .block_on(bench::serve_ceiling(park, body.into_bytes()))
+                .context("ceiling server");
+        }
         ScenarioCommand::Commands {
             common,
             providers,
