@@ -35,6 +35,10 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// writers wait at most that long behind a mass expiry.
 const BATCH: usize = 512;
 
+/// Timers whose buffer space a pass keeps for the next one (24 bytes each: 1.5 MB); a larger
+/// burst's buffer is given back.
+const RETAINED_DUE: usize = 65_536;
+
 /// How often untaken change requests are checked against their age limit, in clock ms.
 const SWEEP_INTERVAL_MS: u64 = 1_000;
 
@@ -79,6 +83,8 @@ impl Shared {
             expired += self.expire_batch(state, batch, now);
         }
         due.clear();
+        // A burst (a million registers due at once) must not pin its 24 MB for good.
+        due.shrink_to(RETAINED_DUE);
         state.due = due;
 
         if now.saturating_sub(state.last_sweep) >= SWEEP_INTERVAL_MS {
