@@ -209,10 +209,10 @@ pub struct FleetOptions {
 impl Default for FleetOptions {
     fn default() -> Self {
         FleetOptions {
-            devices: 2_000,
+            devices: 20_000,
             registers_per_device: 5,
             ttl: Duration::from_secs(10),
-            consumers: 50,
+            consumers: 100,
             device_connections: 32,
             change_ratio: 0.1,
         }
@@ -876,7 +876,9 @@ pub(crate) async fn fleet(
                 let device = usize::try_from(ticket % devices as u64).unwrap_or(0);
                 let round = ticket / devices as u64;
                 let reading = &readings[device];
-                if round % change_every == 0 {
+                // Staggered: each device changes every `change_every`-th refresh, devices out
+                // of step, so about `change_ratio` of every round's refreshes are changes.
+                if (round + device as u64) % change_every == 0 {
                     reading.store(now_us(), Ordering::Relaxed);
                 }
                 let mut registers: Vec<(String, String)> = (1..per_device)
