@@ -28,10 +28,11 @@ use crate::client::backend::Backend;
 use crate::client::backoff::Backoff;
 use crate::client::error::ClientError;
 use crate::client::highlevel::{Client, Options};
+use crate::client::hub::Hub;
 use crate::client::wire::{ReadResponse, RegisterValue};
 use crate::json::Json;
 use crate::store::{Revision, Selector};
-use crate::sync::{Arc, Mutex};
+use crate::sync::Arc;
 
 /// A change to a register, as a consumer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +156,7 @@ struct AllSlot {
 }
 
 #[derive(Debug, Default)]
-struct HubState {
+pub(crate) struct ConsumerState {
     names: HashMap<Arc<str>, NameSlot>,
     all: Option<AllSlot>,
     /// Set when the in-process registry shut down: new subscriptions end at once.
@@ -163,26 +164,9 @@ struct HubState {
 }
 
 /// The consumers of one client and their channels; shared by the handles and the poll task.
-#[derive(Debug)]
-pub(crate) struct ConsumerHub {
-    state: Mutex<HubState>,
-    /// Bumped whenever the selection changes, to interrupt the poll in flight.
-    selection_changed: watch::Sender<u64>,
-}
+pub(crate) type ConsumerHub = Hub<ConsumerState>;
 
 impl ConsumerHub {
-    pub(crate) fn new() -> Self {
-        Self {
-            state: Mutex::new(HubState::default()),
-            selection_changed: watch::Sender::new(0),
-        }
-    }
-
-    fn bump(&self) {
-        self.selection_changed
-            .send_modify(|generation| *generation += 1);
-    }
-
     /// A receiver for `name`'s state, creating the slot (and changing the selection) if this
     /// is the name's first consumer.
     fn subscribe(&self, name: &Arc<str>) -> watch::Receiver<NameState> {

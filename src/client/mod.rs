@@ -36,6 +36,7 @@ mod body;
 mod consumer;
 mod error;
 mod highlevel;
+mod hub;
 mod provider;
 mod sse;
 mod url;

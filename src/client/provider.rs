@@ -26,10 +26,11 @@ use crate::client::backend::Backend;
 use crate::client::backoff::Backoff;
 use crate::client::error::ClientError;
 use crate::client::highlevel::{Client, Options};
+use crate::client::hub::Hub;
 use crate::client::wire::RegisterWrite;
 use crate::json::Json;
 use crate::store::{ChangeRequest, Selector};
-use crate::sync::{Arc, Mutex};
+use crate::sync::Arc;
 
 /// Shortest refresh interval: 1 ms, so a tiny TTL cannot make a busy loop.
 const MIN_REFRESH: Duration = Duration::from_millis(1);
@@ -44,7 +45,7 @@ struct RequestSlot {
 }
 
 #[derive(Debug, Default)]
-struct HubState {
+pub(crate) struct ProviderState {
     /// Provided name → its provider's request channel.
     routes: HashMap<Arc<str>, watch::Sender<RequestSlot>>,
     /// Names whose provider was dropped and whose task is still removing the register: a new
@@ -63,26 +64,9 @@ struct Reservation {
 }
 
 /// The providers of one client; shared by the handles and the request poll task.
-#[derive(Debug)]
-pub(crate) struct ProviderHub {
-    state: Mutex<HubState>,
-    /// Bumped whenever the set of provided names changes.
-    selection_changed: watch::Sender<u64>,
-}
+pub(crate) type ProviderHub = Hub<ProviderState>;
 
 impl ProviderHub {
-    pub(crate) fn new() -> Self {
-        Self {
-            state: Mutex::new(HubState::default()),
-            selection_changed: watch::Sender::new(0),
-        }
-    }
-
-    fn bump(&self) {
-        self.selection_changed
-            .send_modify(|generation| *generation += 1);
-    }
-
     /// Reserves `name` for a new provider, first waiting for a dropped provider of the same
     /// name to finish removing its register. Cancel safe: nothing is reserved until it returns.
     async fn register(&self, name: &Arc<str>) -> Result<Reservation, ClientError> {
@@ -318,7 +302,7 @@ pub struct Provider {
     id: u64,
     commands: mpsc::Sender<Command>,
     requests: watch::Receiver<RequestSlot>,
-    /// Closes when the task ended; handed to the hub on drop (see `HubState::retiring`).
+    /// Closes when the task ended; handed to the hub on drop (see `ProviderState::retiring`).
     task_done: Option<watch::Receiver<()>>,
     client: Client,
 }
