@@ -7,6 +7,7 @@
 //! figures (not their cache pollution).
 //!
 //! Baselines are what one would write without reg: a `std::collections::HashMap<Arc<str>, _>`
+//! with reg's hasher (foldhash)
 //! (bare for one thread, behind a `parking_lot::RwLock` for the same work shared between
 //! threads) holding `Arc` snapshots of the same shape as reg's `Register`, with the same
 //! `Json` values (so equality is the same byte compare) and the same clock reads. They do the
@@ -358,14 +359,14 @@ struct BaseEntry {
 
 /// The baseline state: the map plus the revision counter a change bumps.
 struct BaseMap {
-    map: HashMap<Arc<str>, BaseEntry>,
+    map: HashMap<Arc<str>, BaseEntry, foldhash::fast::RandomState>,
     revision: u64,
     origin: Instant,
 }
 
 impl BaseMap {
     fn new(names: &[String], value: &Json) -> Self {
-        let mut map = HashMap::with_capacity(names.len());
+        let mut map = HashMap::with_capacity_and_hasher(names.len(), Default::default());
         for (i, name) in names.iter().enumerate() {
             let name: Arc<str> = Arc::from(name.as_str());
             let register = Arc::new(BaseRegister {

@@ -15,7 +15,7 @@ use crate::sync::Arc;
 #[derive(Debug)]
 pub(crate) struct History {
     /// Latest removal revision per name.
-    tombstones: HashMap<Arc<str>, Revision>,
+    tombstones: HashMap<Arc<str>, Revision, foldhash::fast::RandomState>,
     /// Removals in revision order, for eviction.
     order: VecDeque<(Revision, Arc<str>)>,
     /// How many removals to keep.
@@ -27,7 +27,7 @@ pub(crate) struct History {
 impl History {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            tombstones: HashMap::new(),
+            tombstones: HashMap::default(),
             order: VecDeque::new(),
             capacity,
             horizon: 0,
