@@ -107,6 +107,9 @@ async fn connections_beyond_the_cap_wait_in_the_backlog() {
     let registry = Registry::new();
     let config = ServerConfig {
         max_connections: 2,
+        // The per-address cap would otherwise be a quarter of that; this test is about the
+        // global cap.
+        max_connections_per_ip: Some(2),
         ..ServerConfig::default()
     };
     let server = start_with(registry.clone(), config).await;

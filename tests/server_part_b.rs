@@ -326,7 +326,8 @@ async fn a_lagging_watch_stream_resyncs() {
     registry
         .set("first", reg::Json::from(0i64), None, None)
         .unwrap();
-    assert_eq!(events.next().await.unwrap().data["name"], "first");
+    let first = events.next().await.unwrap();
+    assert_eq!(first.data["name"], "first");
     const N: i64 = 100;
     for i in 0..N {
         registry
@@ -334,9 +335,17 @@ async fn a_lagging_watch_stream_resyncs() {
             .unwrap();
     }
     let mut seen = std::collections::BTreeMap::new();
-    let mut last_id = 0;
+    let mut last_id: u64 = first.id.parse().unwrap();
+    let mut resyncs = 0;
     while seen.len() < N as usize {
         let event = events.next().await.unwrap();
+        if event.event == "resync" {
+            // The notice carries the last revision sent, and no id of its own.
+            assert_eq!(event.id, "");
+            assert_eq!(event.data["revision"], serde_json::json!(last_id));
+            resyncs += 1;
+            continue;
+        }
         let id: u64 = event.id.parse().unwrap();
         assert!(id > last_id, "ids must increase: {id} after {last_id}");
         last_id = id;
@@ -348,6 +357,7 @@ async fn a_lagging_watch_stream_resyncs() {
     for i in 0..N {
         assert_eq!(seen[&format!("r{i:03}")], serde_json::json!(i));
     }
+    assert!(resyncs > 0, "the stream never fell behind");
 }
 
 #[tokio::test(start_paused = true)]

@@ -133,7 +133,7 @@ impl ProviderHub {
                 Some(tx) => tx.send_modify(|slot| slot.value = Some(request.value)),
                 // Its provider was dropped while the poll was answered.
                 None => {
-                    tracing::debug!(name = %request.name, "reg client: request for a register no longer provided")
+                    tracing::debug!(name = ?request.name, "reg client: request for a register no longer provided")
                 }
             }
         }
@@ -241,7 +241,7 @@ async fn keep_alive(task: Task, mut write: RegisterWrite, mut commands: mpsc::Re
             () = tokio::time::sleep_until(next_refresh) => {
                 let result = backend.set(&write).await;
                 if let Err(error) = &result {
-                    tracing::warn!(%error, name = %write.name, "reg client: refresh failed");
+                    tracing::warn!(%error, name = ?write.name, "reg client: refresh failed");
                 }
                 next_refresh = schedule(&result, interval, &mut backoff);
             }
@@ -250,11 +250,11 @@ async fn keep_alive(task: Task, mut write: RegisterWrite, mut commands: mpsc::Re
     match backend.remove(&write.name).await {
         Ok(()) => {}
         Err(error) if error.is_unsupported() => tracing::debug!(
-            name = %write.name,
+            name = ?write.name,
             "reg client: the server cannot remove registers (no Part B); it expires by its TTL"
         ),
         Err(error) => {
-            tracing::warn!(%error, name = %write.name, "reg client: removing the register failed; it expires by its TTL")
+            tracing::warn!(%error, name = ?write.name, "reg client: removing the register failed; it expires by its TTL")
         }
     }
     hub.retired(&write.name, id);

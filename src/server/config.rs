@@ -27,6 +27,19 @@ pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Default listen backlog: 1,024 connections waiting beyond the connection cap (Linux clamps
 /// it to `net.core.somaxconn`).
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Default longest request target (path and query): 60 KiB. Under hyper's own URI limit
+/// (65,534 bytes, where it answers a bare 414) so that reg answers first, with a JSON 414; GET
+/// names are bounded by it (10,000 names fit when they average under 6 bytes: bodies carry
+/// the full 10,000 of any length).
+pub const DEFAULT_MAX_URI_BYTES: usize = 60 * 1024;
+/// Default longest request head (request line and headers): 64 KiB, the most any reg client
+/// sends by far, and the same order as nginx's `large_client_header_buffers` (4 × 8 KiB) and
+/// Go's `DefaultMaxHeaderBytes` (1 MiB) bracket. Over it: a JSON 431.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Default cap on concurrent watch streams (`GET /v1/watch`): 1,024. A stream whose client
+/// stopped reading holds at most about 260 KiB (see `watch.rs`), so the cap bounds what
+/// stuck watchers can pin to about 260 MiB. Beyond it: 503 with a JSON error.
+pub const DEFAULT_MAX_WATCH_STREAMS: usize = 1024;
 /// Default TCP keep-alive idle time: 60 s, so a peer that vanished without a FIN (half-open)
 /// is found while its poll is parked.
 pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -58,6 +71,18 @@ pub struct ServerConfig {
     /// Most connections served at once; beyond it, new connections wait in the listen
     /// backlog and are accepted as others close.
     pub max_connections: usize,
+    /// Most connections from one IP address at once (like nginx's `limit_conn`); beyond it a
+    /// new connection from that address is answered 503 and closed, so one client cannot take
+    /// every slot of [`max_connections`](Self::max_connections). `None`: a quarter of
+    /// `max_connections` (at least 1).
+    pub max_connections_per_ip: Option<usize>,
+    /// Longest request target (path and query) in bytes; longer is a JSON 414.
+    pub max_uri_bytes: usize,
+    /// Longest request head (request line and headers) in bytes; longer is a JSON 431. hyper
+    /// buffers at most this plus 8 KiB of a head; a head longer still gets hyper's own bare 431.
+    pub max_head_bytes: usize,
+    /// Most concurrent watch streams; beyond it `GET /v1/watch` is 503.
+    pub max_watch_streams: usize,
     /// Longest time to read a request head once its first byte arrived, and a request body
     /// once its head was read (HTTP/1). A slow client is disconnected (head) or answered 408
     /// (body). Zero is off.
@@ -80,6 +105,16 @@ pub struct ServerConfig {
     pub http2: bool,
 }
 
+impl ServerConfig {
+    /// The per-address connection cap in force: [`max_connections_per_ip`]
+    /// (Self::max_connections_per_ip), or a quarter of the global cap.
+    pub fn connections_per_ip(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or(self.max_connections / 4)
+            .max(1)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -88,6 +123,10 @@ impl Default for ServerConfig {
             max_name_len: DEFAULT_MAX_NAME_LEN,
             max_wait: DEFAULT_MAX_WAIT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
+            max_uri_bytes: DEFAULT_MAX_URI_BYTES,
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_watch_streams: DEFAULT_MAX_WATCH_STREAMS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -6,6 +6,11 @@
 //!   permit lives as long as the connection's task. So at most `max_connections` connections
 //!   are served, and beyond that new ones wait in the kernel's listen backlog instead of being
 //!   accepted and served half-way.
+//! * **Per-address cap** ([`Peers`]): after the accept (the peer is known only then) a
+//!   connection whose IP address already has [`ServerConfig::connections_per_ip`]
+//!   (super::ServerConfig::connections_per_ip) open is answered 503 and closed, giving its
+//!   global permit back at once, as nginx's `limit_conn` does. The count is taken under one
+//!   short mutex per accept and per close; a [`PeerSlot`] gives it back on drop.
 //! * **Timeouts** are one watchdog per connection, polled in the connection's own task:
 //!   - *idle*: no request in flight and no request bytes arriving for `idle_timeout` — also a
 //!     new connection that never sends a byte, and an idle HTTP/2 connection;
@@ -22,14 +27,16 @@
 //! * **Activity bookkeeping** ([`Activity`]): the service marks a request in flight when hyper
 //!   calls it (the head is complete) and clears the mark when its future — or, for a watch
 //!   stream, its body — is dropped; the I/O wrapper notes the first byte read while nothing is
-//!   in flight. A connection that is busy is never timed out: a long poll is bounded by
+//!   in flight, and wakes the watchdog ([`Activity::rearm`]) so that it moves from the idle
+//!   deadline to the (earlier) header deadline. A connection that is busy is never timed out: a long poll is bounded by
 //!   `max_wait`, a vanished peer by TCP keep-alive.
 //! * **Graceful shutdown**: on the drain signal the accept loop stops and drops the listener,
 //!   every connection gets hyper's `graceful_shutdown` (idle ones close at once, busy ones
 //!   after their response), and connections still open after `drain_timeout` are aborted.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -39,9 +46,9 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -120,9 +127,21 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             accepted = accept(&listener, &permits) => accepted,
         };
         match accepted {
-            Ok((stream, peer, permit)) => {
-                connections.spawn(serve(Arc::clone(&shared), stream, peer, permit));
-            }
+            Ok((stream, peer, permit)) => match shared.peers.admit(peer.ip(), &shared) {
+                Some(slot) => {
+                    connections.spawn(serve(Arc::clone(&shared), stream, peer, (permit, slot)));
+                }
+                None => {
+                    drop(permit);
+                    // Ordering: Relaxed: a counter for metrics.
+                    shared
+                        .metrics
+                        .refused_per_ip
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "refused: too many connections from this address");
+                    connections.spawn(refuse(stream, shared.config.connections_per_ip()));
+                }
+            },
             Err(error) if is_per_connection(&error) => {
                 tracing::debug!(%error, "accept failed");
             }
@@ -172,13 +191,38 @@ fn is_per_connection(error: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection until it closes, times out, or is drained.
-async fn serve(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
-) {
+/// How long a refused connection is given to read its 503 before it is closed: 1 s.
+const REFUSE_TIME: Duration = Duration::from_secs(1);
+
+/// Answers a connection over its address's cap with a JSON 503 and closes it. The request is
+/// not read: the answer goes out at once, then what the client sends is read and dropped
+/// until it closes or [`REFUSE_TIME`] passes, so that closing does not reset the connection
+/// before the client read the answer.
+async fn refuse(mut stream: TcpStream, limit: usize) {
+    let error = ServerError::TooManyConnections { limit };
+    let body = crate::server::response::error(&error.to_string());
+    let mut answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    let _ = tokio::time::timeout(REFUSE_TIME, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    })
+    .await;
+}
+
+/// What a served connection holds until it closes: its global permit and its address's slot.
+type Admission = (OwnedSemaphorePermit, PeerSlot);
+
+/// Serves one TCP connection until it closes, times out, or is drained.
+async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _admission: Admission) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
@@ -188,6 +232,15 @@ async fn serve(
             tracing::debug!(%peer, %error, "cannot set TCP keep-alive");
         }
     }
+    serve_io(shared, stream, peer).await;
+}
+
+/// Serves one connection over any byte stream (a TCP socket; an in-memory pipe in the fuzz
+/// target) until it closes, times out, or is drained.
+pub(crate) async fn serve_io<I>(shared: Arc<Shared>, stream: I, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _open = OpenConnection::new(&shared);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(WatchedIo {
@@ -253,6 +306,8 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// Resolves with the reason when the connection has timed out (see the module invariants).
+/// Sleeps until the next deadline, or until a request head starts arriving, which brings the
+/// deadline forward.
 async fn watchdog(activity: &Activity, shared: &Shared) -> &'static str {
     let config = &shared.config;
     loop {
@@ -261,9 +316,62 @@ async fn watchdog(activity: &Activity, shared: &Shared) -> &'static str {
             config.idle_timeout,
             config.header_read_timeout,
         ) {
-            Ok(next) => tokio::time::sleep_until(next).await,
+            Ok(next) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => {}
+                    () = activity.rearm.notified() => {}
+                }
+            }
             Err(reason) => return reason,
         }
+    }
+}
+
+/// Open connections per client IP address, for the per-address cap.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    /// Addresses with at least one connection open; an address leaves at zero, so the map
+    /// holds no more entries than there are connections.
+    open: parking_lot::Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
+}
+
+impl Peers {
+    /// A slot for one more connection from `ip`, or `None` when it is at its cap.
+    fn admit(&self, ip: IpAddr, shared: &Arc<Shared>) -> Option<PeerSlot> {
+        let limit = shared.config.connections_per_ip();
+        let mut open = self.open.lock();
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            shared: Arc::clone(shared),
+            ip,
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.open.lock();
+        if let Some(count) = open.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// One connection counted against its address; dropping it gives the slot back.
+#[derive(Debug)]
+pub(crate) struct PeerSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.shared.peers.release(self.ip);
     }
 }
 
@@ -281,6 +389,9 @@ pub(crate) struct Activity {
     /// The connection speaks HTTP/2 (it opened with the preface), which has no request heads
     /// to time.
     http2: AtomicBool,
+    /// Wakes the watchdog when a request head starts arriving: its deadline moved from the
+    /// idle timeout to the header timeout, which is usually earlier.
+    rearm: Notify,
 }
 
 impl Activity {
@@ -291,6 +402,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            rearm: Notify::new(),
         }
     }
 
@@ -352,6 +464,8 @@ impl Activity {
         {
             let now = self.ms(Instant::now()).saturating_add(1);
             self.head_started.store(now, Ordering::Relaxed);
+            // A permit is stored if the watchdog is not waiting yet: it then re-checks at once.
+            self.rearm.notify_one();
         }
     }
 }
@@ -380,15 +494,15 @@ impl Drop for Busy {
     }
 }
 
-/// The TCP stream, noting for the watchdog when request bytes arrive.
-struct WatchedIo {
-    inner: TcpStream,
+/// The connection's byte stream, noting for the watchdog when request bytes arrive.
+struct WatchedIo<I> {
+    inner: I,
     activity: Arc<Activity>,
     /// No read has returned bytes yet (to recognise the HTTP/2 preface).
     first_read: bool,
 }
 
-impl AsyncRead for WatchedIo {
+impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -408,7 +522,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -77,6 +77,35 @@ pub enum ServerError {
     /// The request body could not be read.
     #[error("cannot read request body: {0}")]
     BodyRead(String),
+    /// The request target (path and query) is over the limit.
+    #[error("request target is {len} bytes, over the limit of {limit}")]
+    UriTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The request head (request line and headers) is over the limit.
+    #[error("request head is over the limit of {limit} bytes")]
+    HeadTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// An HTTP/1.1 request without exactly one `Host` header (RFC 9112 §3.2).
+    #[error("an http/1.1 request needs exactly one host header, not {0}")]
+    BadHost(usize),
+    /// Too many watch streams are open.
+    #[error("too many watch streams: the limit of {limit} are open")]
+    TooManyStreams {
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many connections from this client's address.
+    #[error("too many connections from this address: the limit is {limit}")]
+    TooManyConnections {
+        /// The limit.
+        limit: usize,
+    },
     /// No such endpoint.
     #[error("not found: {0}")]
     NotFound(String),
@@ -135,7 +164,13 @@ impl ServerError {
             | ServerError::NameTooLong { .. }
             | ServerError::TooManyNames { .. }
             | ServerError::NamesRequired
+            | ServerError::BadHost(_)
             | ServerError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ServerError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ServerError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ServerError::TooManyStreams { .. } | ServerError::TooManyConnections { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServerError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -197,9 +232,40 @@ impl fmt::Display for Quoted<'_> {
     }
 }
 
+/// Client text made safe for a log line: control characters (newlines that would forge a
+/// line, ESC that starts a terminal escape sequence) and the invisible bidirectional and
+/// zero-width formatting characters are written escaped (`\n`, `\u{1b}`); the rest as is.
+pub(crate) struct LogSafe<'a>(pub(crate) &'a str);
+
+impl fmt::Display for LogSafe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for ch in self.0.chars() {
+            let invisible = matches!(
+                ch,
+                '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            );
+            if ch.is_control() || invisible {
+                write!(f, "{}", ch.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, ch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_safe_escapes_what_could_forge_a_line_or_reach_a_terminal() {
+        let text = "a\nINFO forged\r\u{1b}[31m\u{202e}ok \"é\"";
+        assert_eq!(
+            LogSafe(text).to_string(),
+            r#"a\nINFO forged\r\u{1b}[31m\u{202e}ok "é""#
+        );
+    }
 
     #[test]
     fn messages_name_what_was_wrong() {

@@ -62,7 +62,9 @@ impl Route {
 }
 
 const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
-const STATUSES: [u16; 11] = [200, 202, 204, 400, 404, 405, 408, 413, 500, 503, 0];
+const STATUSES: [u16; 13] = [
+    200, 202, 204, 400, 404, 405, 408, 413, 414, 431, 500, 503, 0,
+];
 
 fn method_index(method: &Method) -> usize {
     match *method {
@@ -92,6 +94,8 @@ pub(crate) struct Metrics {
     pub(crate) connections: AtomicUsize,
     /// Connections accepted since start.
     pub(crate) accepted: AtomicU64,
+    /// Connections refused because their address was at its connection cap.
+    pub(crate) refused_per_ip: AtomicU64,
     /// SSE streams open now.
     pub(crate) streams: AtomicUsize,
 }
@@ -102,6 +106,7 @@ impl Metrics {
             requests: (0..CELLS).map(|_| AtomicU64::new(0)).collect(),
             connections: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
+            refused_per_ip: AtomicU64::new(0),
             streams: AtomicUsize::new(0),
         }
     }
@@ -151,7 +156,7 @@ impl Metrics {
             }
         }
         // Ordering: Relaxed loads below: gauges and counters, read for display only.
-        let gauges: [(&str, &str, &str, u64); 8] = [
+        let gauges: [(&str, &str, &str, u64); 9] = [
             (
                 "reg_connections_open",
                 "gauge",
@@ -163,6 +168,12 @@ impl Metrics {
                 "counter",
                 "HTTP connections accepted since start.",
                 self.accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "reg_connections_refused_per_ip_total",
+                "counter",
+                "HTTP connections refused (503) because their address had too many open.",
+                self.refused_per_ip.load(Ordering::Relaxed),
             ),
             (
                 "reg_watch_streams_open",
@@ -260,6 +271,39 @@ fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * PAGE_BYTES)
+}
+
+/// How often the server logs a summary of what changed: every 60 s (only when something
+/// did). Per-register events are debug lines; this is the info-level view of the churn.
+pub(crate) const SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Logs one info line per [`SUMMARY_INTERVAL`] with the registry's activity since the last
+/// one, until the server drains.
+pub(crate) async fn log_summaries(shared: std::sync::Arc<crate::server::Shared>) {
+    let mut drain = shared.drain.subscribe();
+    let mut last = shared.registry.stats();
+    let mut ticks = tokio::time::interval(SUMMARY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = drain.wait_for(|draining| *draining) => return,
+            _ = ticks.tick() => {}
+        }
+        let now = shared.registry.stats();
+        if now.revision != last.revision || now.registers != last.registers {
+            tracing::info!(
+                registers = now.registers,
+                changes = now.revision.saturating_sub(last.revision),
+                expired = now.expired.saturating_sub(last.expired),
+                pending_requests = now.pending_requests,
+                parked_polls = now.parked_waits + now.parked_takes,
+                "activity in the last {}s",
+                SUMMARY_INTERVAL.as_secs()
+            );
+        }
+        last = now;
+    }
 }
 
 #[cfg(test)]

@@ -81,8 +81,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{
     ServerConfig, DEFAULT_BACKLOG, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_NAMES,
-    DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_WAIT, DEFAULT_SSE_KEEP_ALIVE, DEFAULT_TCP_KEEPALIVE,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEAD_BYTES,
+    DEFAULT_MAX_NAMES, DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_URI_BYTES, DEFAULT_MAX_WAIT,
+    DEFAULT_MAX_WATCH_STREAMS, DEFAULT_SSE_KEEP_ALIVE, DEFAULT_TCP_KEEPALIVE,
 };
 pub use error::ServerError;
 
@@ -142,6 +143,7 @@ impl ServerBuilder {
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(self.registry.unwrap_or_default(), self.config));
         let task = tokio::spawn(conn::accept_loop(Arc::clone(&shared), listener));
+        tokio::spawn(metrics::log_summaries(Arc::clone(&shared)));
         tracing::info!(addr = %local_addr, "listening");
         Ok(RunningServer {
             local_addr,
@@ -163,17 +165,23 @@ pub(crate) struct Shared {
     pub(crate) drain: signal::Sender<bool>,
     /// hyper's connection builder, configured once.
     pub(crate) builder: auto::Builder<TokioExecutor>,
+    /// Open connections per client address, for the per-address cap.
+    pub(crate) peers: conn::Peers,
 }
 
 impl Shared {
     fn new(registry: Registry, config: ServerConfig) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Timeouts are the connection watchdog's (see `conn.rs` for why not hyper's timer).
+        // hyper's read (and write) buffer is bounded a little above reg's own head limit, so
+        // that a head over reg's limit still parses and is answered by reg with a JSON 431,
+        // while a connection can never pin more than this for an unfinished head.
         builder
             .http1()
             .keep_alive(true)
             .half_close(false)
-            .header_read_timeout(None);
+            .header_read_timeout(None)
+            .max_buf_size(hyper_buffer(&config));
         if !config.http2 {
             builder = builder.http1_only();
         }
@@ -183,6 +191,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             drain: signal::channel(false).0,
             builder,
+            peers: conn::Peers::default(),
             config,
         }
     }
@@ -191,6 +200,20 @@ impl Shared {
         // Ordering: Acquire pairs with the Release store in `ShutdownHandle::shutdown`.
         self.draining.load(Ordering::Acquire)
     }
+}
+
+/// Slack hyper may buffer beyond [`ServerConfig::max_head_bytes`]: 8 KiB, hyper's own
+/// initial read size, so that one read past the limit still completes a head.
+const HEAD_SLACK: usize = 8 * 1024;
+
+/// hyper's buffer bound for `config`: the head limit plus slack, never under hyper's minimum
+/// (8 KiB) or the URI limit.
+fn hyper_buffer(config: &ServerConfig) -> usize {
+    config
+        .max_head_bytes
+        .max(config.max_uri_bytes)
+        .saturating_add(HEAD_SLACK)
+        .max(8 * 1024)
 }
 
 /// A server that is running. Dropping it shuts the server down (as [`shutdown`]
@@ -301,6 +324,64 @@ pub mod fuzzing {
                 ttl: e.ttl,
             })
             .collect())
+    }
+
+    /// What [`serve_chunks`] saw.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Served {
+        /// Every byte the server wrote, in order.
+        pub output: Vec<u8>,
+        /// The server closed the connection within the time allowed (it did not hang).
+        pub closed: bool,
+    }
+
+    /// Serves one HTTP connection, with the real routes and the default limits (the longest
+    /// `wait` cut to 1 ms), over an in-memory pipe: the client writes `chunks` one by one,
+    /// then closes its sending side; returns what the server wrote until it closed, or until
+    /// 5 s passed.
+    pub fn serve_chunks(chunks: &[&[u8]]) -> Served {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            return Served {
+                output: Vec::new(),
+                closed: false,
+            };
+        };
+        runtime.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let registry = crate::store::Registry::builder().manual_expiry().build();
+            let config = ServerConfig {
+                max_wait: Duration::from_millis(1),
+                ..ServerConfig::default()
+            };
+            let shared = super::Arc::new(super::Shared::new(registry, config));
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+            let task = tokio::spawn(super::conn::serve_io(shared, server, peer));
+            let (mut reader, mut writer) = tokio::io::split(&mut client);
+            let write = async {
+                for chunk in chunks {
+                    if writer.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let _ = writer.shutdown().await;
+            };
+            let mut output = Vec::new();
+            let read = async {
+                let _ = reader.read_to_end(&mut output).await;
+            };
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                tokio::join!(write, read);
+            })
+            .await
+            .is_ok();
+            task.abort();
+            Served { output, closed }
+        })
     }
 
     /// Parses a query string (without the `?`).

@@ -23,11 +23,13 @@ pub(crate) async fn put(
             .registry
             .set(&entry.name, entry.value, entry.metadata, entry.ttl)?;
         let (name, revision) = (&entry.name, outcome.revision);
-        // A refresh is the steady state of a healthy provider: not worth an info line.
+        // Per-register events are debug (a fleet's churn would flood an info log; the
+        // periodic summary counts them). Names are client input: `?` escapes them, so a name
+        // cannot forge log lines or send terminal escapes.
         match outcome.change {
-            Change::Created => tracing::info!(%name, revision, "register created"),
-            Change::Changed => tracing::debug!(%name, revision, "register changed"),
-            Change::Refreshed => tracing::trace!(%name, "register refreshed"),
+            Change::Created => tracing::debug!(?name, revision, "register created"),
+            Change::Changed => tracing::debug!(?name, revision, "register changed"),
+            Change::Refreshed => tracing::trace!(?name, "register refreshed"),
         }
     }
     Ok(routes::empty(StatusCode::NO_CONTENT))
@@ -67,7 +69,7 @@ pub(crate) fn delete(
     names.dedup();
     for name in &names {
         if let Some(revision) = shared.registry.remove(name) {
-            tracing::info!(%name, revision, "register removed");
+            tracing::debug!(?name, revision, "register removed");
         }
     }
     Ok(routes::empty(StatusCode::NO_CONTENT))

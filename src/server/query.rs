@@ -2,8 +2,12 @@
 //! `index` and `detail`, percent-decoded as Go's `url.ParseQuery` does (`+` is a space).
 //!
 //! Unknown parameters are ignored, as reg's Go server ignores them. When a parameter other
-//! than a name repeats, the first value counts (Go's `Query().Get`). Empty names (`name=`,
-//! `names=a,,b`) are skipped.
+//! than a name repeats, the first value counts (Go's `Query().Get`).
+//!
+//! An empty name is a name, as in reg's Go server: `name=` asks for the register `""`, and
+//! `names=a,,b` for `a`, `""` and `b` (Go splits on commas and keeps the empty pieces). "No
+//! names" — every register, or every pending request — means no `name` or `names` parameter
+//! at all, so `GET /provider?name=` can never take every pending request.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -73,9 +77,6 @@ impl Query {
     }
 
     fn push_name(&mut self, name: Cow<'_, str>, config: &ServerConfig) -> Result<(), ServerError> {
-        if name.is_empty() {
-            return Ok(());
-        }
         if self.names.len() >= config.max_names {
             return Err(ServerError::TooManyNames {
                 limit: config.max_names,
@@ -169,9 +170,24 @@ mod tests {
     #[test]
     fn names_merge_and_decode() {
         let q = parse("name=a&names=b,c&name=d%2Ce&name=f+g&names=&name=").unwrap_or_default();
-        assert_eq!(q.names, ["a", "b", "c", "d,e", "f g"]);
-        assert_eq!(q.selector(), Selector::names(["a", "b", "c", "d,e", "f g"]));
+        assert_eq!(q.names, ["a", "b", "c", "d,e", "f g", "", ""]);
+        assert_eq!(
+            q.selector(),
+            Selector::names(["a", "b", "c", "d,e", "f g", ""])
+        );
         assert_eq!(parse("").unwrap_or_default().selector(), Selector::All);
+        assert_eq!(
+            parse("wait=1s").unwrap_or_default().selector(),
+            Selector::All
+        );
+    }
+
+    #[test]
+    fn an_empty_name_is_a_name_not_every_register() {
+        for raw in ["name=", "names=", "names=,,,", "name=&names=,"] {
+            let q = parse(raw).unwrap_or_default();
+            assert_eq!(q.selector(), Selector::names([""]), "{raw}");
+        }
     }
 
     #[test]

@@ -7,14 +7,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, EXPECT, HOST};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::sync::mpsc;
 
 use crate::server::conn::Busy;
-use crate::server::error::ServerError;
+use crate::server::error::{LogSafe, ServerError};
 use crate::server::metrics::Route;
 use crate::server::query::Query;
 use crate::server::{consumer, ops, provider, response, watch, Shared};
@@ -96,7 +96,65 @@ pub(crate) async fn handle(
 ) -> Response<ResBody> {
     let route = Route::of(request.uri().path());
     let method = request.method().clone();
-    let result = match (route, &method) {
+    let result = match check_head(&request, &shared.config) {
+        Ok(()) => route_request(shared, route, &method, request, busy).await,
+        Err(error) => Err(error),
+    };
+    let response = result.unwrap_or_else(|error| error_response(&error));
+    shared.metrics.request(route, &method, response.status());
+    response
+}
+
+/// The checks every request head passes before it is routed: the target and head limits
+/// (answered here, as JSON, rather than by hyper with an empty body) and RFC 9112's one
+/// `Host` header for HTTP/1.1.
+fn check_head(
+    request: &Request<Incoming>,
+    config: &crate::server::ServerConfig,
+) -> Result<(), ServerError> {
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target > config.max_uri_bytes {
+        return Err(ServerError::UriTooLong {
+            len: target,
+            limit: config.max_uri_bytes,
+        });
+    }
+    // The head as sent: `METHOD SP target SP HTTP/1.1 CRLF`, `name: value CRLF` per header,
+    // and the closing CRLF.
+    let head = request.method().as_str().len()
+        + target
+        + 12
+        + request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum::<usize>()
+        + 2;
+    if head > config.max_head_bytes {
+        return Err(ServerError::HeadTooLarge {
+            limit: config.max_head_bytes,
+        });
+    }
+    if request.version() == Version::HTTP_11 {
+        let hosts = request.headers().get_all(HOST).iter().count();
+        if hosts != 1 {
+            return Err(ServerError::BadHost(hosts));
+        }
+    }
+    Ok(())
+}
+
+/// Routes a request whose head passed [`check_head`] to its handler.
+async fn route_request(
+    shared: &Arc<Shared>,
+    route: Route,
+    method: &Method,
+    request: Request<Incoming>,
+    busy: Busy,
+) -> Result<Response<ResBody>, ServerError> {
+    match (route, method) {
         (Route::Consumer, &Method::GET) => match parse_and_drop(shared, request) {
             Ok(query) => consumer::get(shared, query).await,
             Err(error) => Err(error),
@@ -117,10 +175,7 @@ pub(crate) async fn handle(
         }
         (Route::Healthz | Route::Version | Route::Metrics, _) => not_allowed(&request, "GET, HEAD"),
         (Route::Other, _) => Err(ServerError::NotFound(path_for_message(&request))),
-    };
-    let response = result.unwrap_or_else(|error| error_response(&error));
-    shared.metrics.request(route, &method, response.status());
-    response
+    }
 }
 
 /// Parses a long poll's query into owned data and drops the request before the handler parks.
@@ -155,9 +210,9 @@ pub(crate) fn error_response(error: &ServerError) -> Response<ResBody> {
     let status = error.status();
     let message = error.to_string();
     if status.is_server_error() {
-        tracing::warn!(%status, error = %message, "request failed");
+        tracing::warn!(%status, error = %LogSafe(&message), "request failed");
     } else {
-        tracing::debug!(%status, error = %message, "request refused");
+        tracing::debug!(%status, error = %LogSafe(&message), "request refused");
     }
     let mut response = json(status, response::error(&message));
     if let ServerError::MethodNotAllowed { allowed, .. } = error {
@@ -168,26 +223,83 @@ pub(crate) fn error_response(error: &ServerError) -> Response<ResBody> {
     response
 }
 
+/// Most bytes of a refused body (413) read and thrown away after the answer: 4 MiB.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+/// Longest time spent reading a refused body after the answer: 5 s (nginx's
+/// `lingering_timeout`).
+const LINGER_TIME: Duration = Duration::from_secs(5);
+
 /// Reads a request body within the size limit and the body timeout.
+///
+/// A body over the limit is answered 413 at once, and the rest of it is then read and thrown
+/// away in the background (up to [`LINGER_BYTES`] for up to [`LINGER_TIME`]) as Go's
+/// net/http and nginx do ("lingering close"): a client that writes its whole body before it
+/// reads (Python's urllib) then sees the 413 instead of a broken pipe. A request that sent
+/// `Expect: 100-continue` never sent its body, so nothing is read for it.
 pub(crate) async fn read_body(
     shared: &Shared,
     request: Request<Incoming>,
 ) -> Result<Bytes, ServerError> {
     let limit = shared.config.max_body_bytes;
     let too_large = ServerError::BodyTooLarge { limit };
+    let lingers = !request.headers().contains_key(EXPECT);
+    let mut body = request.into_body();
     // A declared length over the limit is refused before reading anything.
-    if request.body().size_hint().lower() > limit as u64 {
+    if body.size_hint().lower() > limit as u64 {
+        if lingers {
+            linger(body);
+        }
         return Err(too_large);
     }
     // Zero is off: `Duration::MAX` makes tokio wait forever.
     let timeout = Some(shared.config.header_read_timeout)
         .filter(|t| !t.is_zero())
         .unwrap_or(Duration::MAX);
-    let body = Limited::new(request.into_body(), limit);
-    match tokio::time::timeout(timeout, body.collect()).await {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    let read = tokio::time::timeout(timeout, async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| ServerError::BodyRead(error.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                total = total.saturating_add(data.len());
+                if total > limit {
+                    return Ok(false);
+                }
+                chunks.push(data);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    match read {
         Err(_) => Err(ServerError::BodyTimeout(timeout)),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large),
-        Ok(Err(error)) => Err(ServerError::BodyRead(error.to_string())),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(false)) => {
+            if lingers {
+                linger(body);
+            }
+            Err(too_large)
+        }
+        Ok(Ok(true)) => Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        }),
     }
+}
+
+/// Reads and drops the rest of a refused body in the background; see [`read_body`].
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            let mut read = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                read = read.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
 }

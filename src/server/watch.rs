@@ -20,9 +20,26 @@
 //! N is older than the removal history the server keeps, a comment line says removals may be
 //! missing. A keep-alive comment goes out every `sse_keep_alive` (15 s).
 //!
-//! A subscriber that falls behind the feed (`FeedError::Lagged`) is resynced by replaying from
-//! the last revision it was sent, never by skipping. The stream ends on shutdown or when the
-//! client goes away.
+//! # A client that reads slowly, or not at all
+//! What one stream can pin is bounded: events go to the connection in chunks of at most
+//! [`CHUNK_BYTES`] through a queue of [`CHANNEL_CHUNKS`] chunks (256 KiB in all), and hyper
+//! buffers at most its buffer bound (the head limit plus 8 KiB) beyond that. When the queue is
+//! full the stream's task waits and stops reading the feed — writers never wait for it: the
+//! feed is a ring shared by every subscriber — and the subscription falls behind
+//! (`FeedError::Lagged`). Once the client reads again, the stream sends
+//!
+//! ```text
+//! event: resync
+//! data: {"revision":41}
+//! ```
+//!
+//! (`revision`: the last one it was sent) and then replays what changed after it as the
+//! current state, exactly like a reconnect with `Last-Event-ID: 41`: every change is
+//! accounted for, intermediate values of a register are skipped. It never skips a change
+//! silently. A replay is sent in chunks as the client reads, so a large one costs the
+//! registers it names (shared, not copied), not its text. Concurrent streams are capped
+//! ([`ServerConfig::max_watch_streams`](super::ServerConfig::max_watch_streams), 503 beyond).
+//! The stream ends on shutdown or when the client goes away.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,8 +62,11 @@ use crate::store::{
 };
 
 /// Chunks buffered between the feed task and the connection: a slow client holds at most this
-/// many chunks (each up to [`BATCH_EVENTS`] events) before the task waits.
+/// many chunks (each at most [`CHUNK_BYTES`]) before the task waits: 256 KiB in all.
 const CHANNEL_CHUNKS: usize = 16;
+/// Largest chunk sent to the connection: 16 KiB. Events are coalesced up to it; a larger event
+/// (a large value) goes out in pieces of this size.
+const CHUNK_BYTES: usize = 16 * 1024;
 /// The keep-alive interval when keep-alives are off (a zero interval): a day.
 const KEEP_ALIVE_OFF: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most feed events coalesced into one chunk when several are ready at once.
@@ -57,6 +77,24 @@ const BATCH_EVENTS: usize = 64;
 pub(crate) struct StreamGuard {
     _busy: Busy,
     shared: Arc<Shared>,
+}
+
+impl StreamGuard {
+    /// Counts one more stream, or refuses it when [`ServerConfig::max_watch_streams`]
+    /// (super::ServerConfig::max_watch_streams) are open.
+    fn admit(shared: &Arc<Shared>, busy: Busy) -> Result<StreamGuard, ServerError> {
+        let limit = shared.config.max_watch_streams;
+        // Ordering: Relaxed: the count is its own only datum; the increment is undone when
+        // over the limit, so the gauge never stays above it.
+        if shared.metrics.streams.fetch_add(1, Ordering::Relaxed) >= limit {
+            shared.metrics.streams.fetch_sub(1, Ordering::Relaxed);
+            return Err(ServerError::TooManyStreams { limit });
+        }
+        Ok(StreamGuard {
+            _busy: busy,
+            shared: Arc::clone(shared),
+        })
+    }
 }
 
 impl Drop for StreamGuard {
@@ -81,6 +119,7 @@ pub(crate) fn stream(
         None => None,
     };
     let from = last_event_id.or(query.index);
+    let guard = StreamGuard::admit(shared, busy)?;
     let registry = shared.registry.clone();
     // Subscribe before replaying, so nothing between the replay and the feed is lost.
     let subscription = registry.subscribe();
@@ -93,12 +132,6 @@ pub(crate) fn stream(
         sent: 0,
     };
     tokio::spawn(feed.run(from, shared.config.sse_keep_alive));
-    // Ordering: Relaxed: a gauge.
-    shared.metrics.streams.fetch_add(1, Ordering::Relaxed);
-    let guard = StreamGuard {
-        _busy: busy,
-        shared: Arc::clone(shared),
-    };
     let mut response = Response::new(ResBody::Stream {
         chunks: rx,
         _guard: guard,
@@ -178,6 +211,9 @@ impl Feed {
                     // Coalesce what else is ready into the same chunk.
                     let mut lagged = false;
                     for _ in 1..BATCH_EVENTS {
+                        if chunk.len() >= CHUNK_BYTES {
+                            break;
+                        }
                         match self.subscription.try_recv() {
                             Ok(Some(event)) => self.push_event(&mut chunk, &event),
                             Ok(None) => break,
@@ -188,7 +224,7 @@ impl Feed {
                             Err(_) => return,
                         }
                     }
-                    let mut ok = chunk.is_empty() || self.tx.send(Bytes::from(chunk)).await.is_ok();
+                    let mut ok = self.send(chunk).await;
                     if ok && lagged {
                         ok = self.resync().await;
                     }
@@ -207,10 +243,30 @@ impl Feed {
         }
     }
 
-    /// Replays everything after the last revision sent.
+    /// Tells the client it fell behind, then replays everything after the last revision
+    /// sent.
     async fn resync(&mut self) -> bool {
+        let mut notice = b"event: resync\ndata: {\"revision\":".to_vec();
+        push_u64(&mut notice, self.sent);
+        notice.extend_from_slice(b"}\n\n");
+        if !self.send(notice).await {
+            return false;
+        }
         let replay = self.registry.replay(&self.selector, self.sent);
         self.send_replay(replay).await
+    }
+
+    /// Sends `chunk` in pieces of at most [`CHUNK_BYTES`], each waiting for room in the
+    /// queue. False when the client is gone.
+    async fn send(&self, chunk: Vec<u8>) -> bool {
+        let mut bytes = Bytes::from(chunk);
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(CHUNK_BYTES));
+            if self.tx.send(piece).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Sends a replay as `set`/`delete` events in revision order.
@@ -232,6 +288,9 @@ impl Feed {
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
+            if chunk.len() >= CHUNK_BYTES && !self.send(std::mem::take(&mut chunk)).await {
+                return false;
+            }
             if set_first {
                 if let Some(register) = sets.next() {
                     push_set(&mut chunk, register);
@@ -243,7 +302,7 @@ impl Feed {
             }
         }
         self.sent = self.sent.max(replay.revision);
-        chunk.is_empty() || self.tx.send(Bytes::from(chunk)).await.is_ok()
+        self.send(chunk).await
     }
 
     /// Appends a live event if it is selected and newer than what was sent.

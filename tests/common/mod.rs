@@ -95,6 +95,11 @@ impl Conn {
     pub async fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
+        Conn::from_stream(stream)
+    }
+
+    /// A connection made elsewhere (bound to another source address, small buffers).
+    pub fn from_stream(stream: TcpStream) -> Conn {
         Conn {
             reader: BufReader::new(stream),
             head: false,
@@ -283,6 +288,14 @@ impl Events {
         assert!(headers
             .iter()
             .any(|(n, v)| n == "content-type" && v == "text/event-stream"));
+        Events {
+            conn,
+            buffer: String::new(),
+        }
+    }
+
+    /// Events of a stream whose response head `conn` has already read.
+    pub fn from_conn(conn: Conn) -> Events {
         Events {
             conn,
             buffer: String::new(),

@@ -41,6 +41,24 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
 
+    /// Most connections from one IP address (more: 503 and closed). Default: a quarter of
+    /// --max-connections.
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
+
+    /// Longest request target, path and query, in bytes (longer: 414). GET names are bounded
+    /// by it; request bodies carry up to --max-names names of any length.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_URI_BYTES)]
+    max_uri_bytes: usize,
+
+    /// Longest request head, request line and headers, in bytes (longer: 431).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_HEAD_BYTES)]
+    max_head_bytes: usize,
+
+    /// Most /v1/watch streams open at once (more: 503).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_WATCH_STREAMS)]
+    max_watch_streams: usize,
+
     /// Listen backlog (connections waiting to be accepted).
     #[arg(long, default_value_t = server::DEFAULT_BACKLOG)]
     backlog: u32,
@@ -124,6 +142,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_name_len: args.max_name_len,
         max_wait: args.max_wait,
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        max_uri_bytes: args.max_uri_bytes,
+        max_head_bytes: args.max_head_bytes,
+        max_watch_streams: args.max_watch_streams,
         backlog: args.backlog,
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
