@@ -235,17 +235,30 @@ fn provide_refuses_bad_arguments() {
 fn list_is_sorted_by_name_with_optional_metadata() {
     let server = TestServer::start();
     let empty = run(server.reg(&["list"]));
-    assert_eq!(empty.stdout, "{}\n");
+    assert_eq!(empty.code(), Some(0), "{}", empty.stderr);
+    assert_eq!(empty.stdout, "");
+    assert_eq!(run(server.reg(&["list", "--json"])).stdout, "{}\n");
     server.set("b", "2");
     server
         .registry
         .set("a", json("1"), Some(json(r#"{"unit":"m"}"#)), None)
         .unwrap();
     server.set("a.z", "3");
+    server.set("line\nbreak", "4");
     let list = run(server.reg(&["list"]));
     assert_eq!(list.code(), Some(0), "{}", list.stderr);
-    assert_eq!(list.stdout, "{\"a\":1,\"a.z\":3,\"b\":2}\n");
+    assert_eq!(list.stdout, "a=1\na.z=3\nb=2\n\"line\\nbreak\"=4\n");
+    server.registry.remove("line\nbreak");
     let list = run(server.reg(&["list", "--metadata"]));
+    assert_eq!(
+        list.stdout,
+        "{\"name\":\"a\",\"value\":1,\"metadata\":{\"unit\":\"m\"}}\n\
+         {\"name\":\"a.z\",\"value\":3,\"metadata\":{}}\n\
+         {\"name\":\"b\",\"value\":2,\"metadata\":{}}\n"
+    );
+    let list = run(server.reg(&["list", "--json"]));
+    assert_eq!(list.stdout, "{\"a\":1,\"a.z\":3,\"b\":2}\n");
+    let list = run(server.reg(&["list", "--json", "--metadata"]));
     assert_eq!(
         list.stdout,
         "{\"a\":{\"value\":1,\"metadata\":{\"unit\":\"m\"}},\"a.z\":{\"value\":3,\"metadata\":{}},\"b\":{\"value\":2,\"metadata\":{}}}\n"

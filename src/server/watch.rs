@@ -24,8 +24,9 @@
 //! What one stream can pin is bounded: events go to the connection in chunks of at most
 //! [`CHUNK_BYTES`] through a queue of [`CHANNEL_CHUNKS`] chunks (256 KiB in all), and hyper
 //! buffers at most its buffer bound (the head limit plus 8 KiB) beyond that. When the queue is
-//! full the stream's task waits and stops reading the feed — writers never wait for it: the
-//! feed is a ring shared by every subscriber — and the subscription falls behind
+//! full the stream's task lets go of its feed subscription — writers never wait for a stream,
+//! and a stuck stream pins none of the feed's shared ring of events — and waits for room. A
+//! stream that reads, but more slowly than the feed moves, falls behind it the same way
 //! (`FeedError::Lagged`). Once the client reads again, the stream sends
 //!
 //! ```text
@@ -69,8 +70,6 @@ const CHANNEL_CHUNKS: usize = 16;
 const CHUNK_BYTES: usize = 16 * 1024;
 /// The keep-alive interval when keep-alives are off (a zero interval): a day.
 const KEEP_ALIVE_OFF: Duration = Duration::from_secs(24 * 60 * 60);
-/// Most feed events coalesced into one chunk when several are ready at once.
-const BATCH_EVENTS: usize = 64;
 
 /// Keeps the connection marked busy and the stream counted while the response body lives.
 #[derive(Debug)]
@@ -127,7 +126,7 @@ pub(crate) fn stream(
     let feed = Feed {
         registry,
         selector: query.selector(),
-        subscription,
+        subscription: Some(subscription),
         tx,
         sent: 0,
     };
@@ -148,7 +147,11 @@ pub(crate) fn stream(
 struct Feed {
     registry: Registry,
     selector: Selector,
-    subscription: Subscription,
+    /// The feed, while the client keeps up. Let go of while the client's queue is full, so
+    /// that a client that stopped reading pins no events of the feed's shared ring (up to
+    /// the feed's capacity of register snapshots, whatever their size); taken again, with a
+    /// resync, once the client reads.
+    subscription: Option<Subscription>,
     tx: mpsc::Sender<Bytes>,
     /// The highest revision the client has been sent (or told of by the starting point):
     /// feed events at or below it are skipped.
@@ -192,13 +195,21 @@ impl Feed {
             tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let Some(subscription) = self.subscription.as_mut() else {
+                // The client's queue was full and the feed let go of: it reads again now.
+                tracing::debug!("watch stream's client caught up; resyncing");
+                if !self.resync().await {
+                    return;
+                }
+                continue;
+            };
             let received = tokio::select! {
                 biased;
                 _ = &mut closed => return,
                 _ = self.tx.closed() => return,
-                received = self.subscription.recv() => received,
+                received = subscription.recv() => received,
                 _ = ticks.tick() => {
-                    if self.tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    if !self.send(b": keep-alive\n\n".to_vec()).await {
                         return;
                     }
                     continue;
@@ -210,11 +221,11 @@ impl Feed {
                     self.push_event(&mut chunk, &event);
                     // Coalesce what else is ready into the same chunk.
                     let mut lagged = false;
-                    for _ in 1..BATCH_EVENTS {
+                    while let Some(subscription) = self.subscription.as_mut() {
                         if chunk.len() >= CHUNK_BYTES {
                             break;
                         }
-                        match self.subscription.try_recv() {
+                        match subscription.try_recv() {
                             Ok(Some(event)) => self.push_event(&mut chunk, &event),
                             Ok(None) => break,
                             Err(FeedError::Lagged { .. }) => {
@@ -244,8 +255,9 @@ impl Feed {
     }
 
     /// Tells the client it fell behind, then replays everything after the last revision
-    /// sent.
+    /// sent. Subscribes first (again), so nothing between the replay and the feed is lost.
     async fn resync(&mut self) -> bool {
+        self.subscription = Some(self.registry.subscribe());
         let mut notice = b"event: resync\ndata: {\"revision\":".to_vec();
         push_u64(&mut notice, self.sent);
         notice.extend_from_slice(b"}\n\n");
@@ -256,14 +268,22 @@ impl Feed {
         self.send_replay(replay).await
     }
 
-    /// Sends `chunk` in pieces of at most [`CHUNK_BYTES`], each waiting for room in the
-    /// queue. False when the client is gone.
-    async fn send(&self, chunk: Vec<u8>) -> bool {
+    /// Sends `chunk` in pieces of at most [`CHUNK_BYTES`]. When the queue is full the client
+    /// is not reading: the feed is let go of (see [`Feed::subscription`]) and the piece waits
+    /// for room. False when the client is gone.
+    async fn send(&mut self, chunk: Vec<u8>) -> bool {
         let mut bytes = Bytes::from(chunk);
         while !bytes.is_empty() {
             let piece = bytes.split_to(bytes.len().min(CHUNK_BYTES));
-            if self.tx.send(piece).await.is_err() {
-                return false;
+            match self.tx.try_send(piece) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(piece)) => {
+                    self.subscription = None;
+                    if self.tx.send(piece).await.is_err() {
+                        return false;
+                    }
+                }
             }
         }
         true

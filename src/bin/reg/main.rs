@@ -56,10 +56,11 @@ enum Command {
     /// status 0) or --timeout runs out (exit status 4). Nothing is printed on success unless
     /// --stay is given.
     Set(set::SetArgs),
-    /// List every register, sorted by name.
+    /// List every register, sorted by name: one `name=<json>` line each.
     ///
-    /// With --metadata each value is {"value":…,"metadata":…}. With --stay, print one JSON line
-    /// per register and then one per change instead: {"event":"set","name":…,"value":…,
+    /// With --metadata each line is {"name":…,"value":…,"metadata":…}; --json prints one object
+    /// of them all instead. With --stay, print one JSON line per register and then one per
+    /// change instead: {"event":"set","name":…,"value":…,
     /// "revision":…} or {"event":"removed","name":…,"revision":…}, until interrupted.
     List(list::ListArgs),
     /// Stream changes as JSON lines.
