@@ -9,7 +9,7 @@
 //!
 //! * `slow-heads N`: N connections each send 60 KB of an unfinished request head (under the
 //!   64 KiB head limit) and hold it; the server's RSS is read (from `/metrics`) before, while
-//!   they are open, and 5 s after they closed.
+//!   they are open, and 5 s and 30 s after they closed.
 //! * `stuck-watchers N`: a writer PUTs 2 KB values as fast as it can for 5 s, first with no
 //!   watcher (the baseline), then with N `/v1/watch` streams open that never read; reports
 //!   both write rates and the RSS with the stuck watchers.
@@ -99,12 +99,15 @@ async fn slow_heads(addr: SocketAddr, count: usize) -> Result<()> {
     drop(conns);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = rss_mb(addr).await?;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let later = rss_mb(addr).await?;
     println!(
         "server RSS: {before:.1} MB before, {open:.1} MB while open (+{:.1} MB, {:.1} KB per \
-         connection), {after:.1} MB 5 s after they closed ({:+.0} % of before)",
+         connection); after they closed: {after:.1} MB at 5 s, {later:.1} MB at 30 s \
+         ({:+.0} % of before)",
         open - before,
         (open - before) * 1e3 / count as f64,
-        (after - before) / before * 100.0
+        (later - before) / before * 100.0
     );
     Ok(())
 }

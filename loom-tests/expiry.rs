@@ -120,3 +120,32 @@ fn remove_racing_expiry() {
         assert_eq!(registry.stats().expired, expired as u64);
     });
 }
+
+/// A mass expiry (more due than the removal history keeps) defers its removals in the history
+/// and folds them in after its batches. A wait that starts from a revision before the expiry,
+/// at any point of the pass (before the deferral, while removals are deferred, mid-fold,
+/// after), must still see that its register was removed.
+#[test]
+fn wait_racing_deferred_mass_expiry() {
+    check(3, || {
+        let (registry, clock) = crate::util::registry_with(|b| b.removal_history(1));
+        registry.set("a", json("1"), None, Some(ms(5))).unwrap();
+        registry.set("b", json("1"), None, Some(ms(5))).unwrap();
+        let seen = registry.revision();
+        clock.advance(ms(5));
+        let expirer = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.expire_due())
+        };
+        let mut wait = registry.wait(&Selector::name("a"), seen);
+        let expired = expirer.join().unwrap();
+        assert_eq!(expired, 2);
+        // Must end; a missed removal deadlocks here and loom reports it.
+        assert_eq!(block_on(&mut wait), WaitOutcome::Changed);
+        assert!(registry.changed_since(&Selector::name("a"), seen));
+        assert!(registry.changed_since(&Selector::name("b"), seen));
+        // Folded exactly: one removal kept, the other forgotten (the horizon).
+        assert!(!registry.replay(&Selector::All, seen).complete);
+        assert!(registry.replay(&Selector::All, seen + 1).complete);
+    });
+}

@@ -153,3 +153,44 @@ fn request_age_and_cap() {
         Op::Take { names: 0 },
     ]);
 }
+
+/// More registers due in one pass than the removal history keeps (4 > 3): the pass defers its
+/// removals and folds them in, and the history must then answer exactly as if each had been
+/// recorded (the model's horizon is exact), for every revision asked about.
+#[test]
+fn mass_expiry_folds_the_history_exactly() {
+    let set = |name| Op::Set {
+        name,
+        value: 0,
+        variant: 0,
+        metadata: 0,
+        ttl: Ttl::Default,
+    };
+    let mut ops = vec![
+        Op::Refresh {
+            name: 1,
+            variant: 0,
+            ttl: Ttl::Default,
+        },
+        set(0),
+        set(2),
+        set(3),
+        Op::Remove { name: 2 },
+        set(2),
+        Op::Advance {
+            ms: model::DEFAULT_TTL_MS as u16,
+        },
+        set(1),
+        set(2),
+        set(0),
+    ];
+    for back in 0..10 {
+        ops.push(Op::Check { names: 0, back });
+        ops.push(Op::Check { names: 0b1, back });
+        ops.push(Op::Check {
+            names: 0b1010,
+            back,
+        });
+    }
+    Harness::run(&ops);
+}

@@ -156,6 +156,17 @@ impl<K: Eq + Hash + Clone, V: Clone> Map<K, V> {
     pub(crate) fn len(&self) -> usize {
         self.inner.len()
     }
+
+    /// Entries the map has room for without growing (all shards).
+    pub(crate) fn capacity(&self) -> usize {
+        self.inner.capacity()
+    }
+
+    /// Gives back the room of removed entries, shard by shard (each shard's write lock is held
+    /// while it is rebuilt).
+    pub(crate) fn shrink_to_fit(&self) {
+        self.inner.shrink_to_fit()
+    }
 }
 
 #[cfg(reg_loom)]
@@ -233,6 +244,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Map<K, V> {
 
     pub(crate) fn len(&self) -> usize {
         self.inner.lock().len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.inner.lock().capacity()
+    }
+
+    pub(crate) fn shrink_to_fit(&self) {
+        self.inner.lock().shrink_to_fit()
     }
 }
 

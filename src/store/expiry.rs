@@ -17,15 +17,26 @@
 //! * Expiries are committed in batches of [`BATCH`] under one hold of the commit lock, so a
 //!   million registers due in one tick neither take the lock a million times nor hold it
 //!   against writers for the whole pass.
+//! * A pass with more due timers than the removal history keeps defers its removals in the
+//!   history (see `history.rs`) and folds them in before it returns, in steps of [`FOLD_BATCH`]
+//!   under separate holds of the commit lock, so that recording a million removals costs only
+//!   the ones that stay on record.
+//! * After mass removal the maps give their room back: every [`SHRINK_INTERVAL_MS`] the pass
+//!   checks the register map, the watch-slot maps and the change-request map, and rebuilds one
+//!   that is less than a quarter full ([`shrink_if_sparse`]). It does so without the commit
+//!   lock (membership does not change); each shard's write lock is held while that shard is
+//!   rebuilt, O(its live entries).
 //! * Lock order: expiry → commit → map shard → watch slot.
 
+use std::hash::Hash;
 use std::time::Duration;
 
 use crate::store::feed::{Event, EventKind};
+use crate::store::history::Kept;
 use crate::store::register::{Revision, Timer, DEAD};
 use crate::store::wheel::Wheel;
 use crate::store::Shared;
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, Map, Ordering};
 
 /// How often the background thread runs an expiry pass: every 10 ms, so a register outlives its
 /// TTL by at most about 10 ms. Idle cost: 100 wake-ups a second, each a few microseconds.
@@ -35,12 +46,28 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// writers wait at most that long behind a mass expiry.
 const BATCH: usize = 512;
 
+/// Deferred removals folded into the removal history per hold of the commit lock: a tombstone
+/// insert each (estimated at ~50 ns), so a hold lasts about as long as an expiry batch's.
+const FOLD_BATCH: usize = 2048;
+
 /// Timers whose buffer space a pass keeps for the next one (24 bytes each: 1.5 MB); a larger
 /// burst's buffer is given back.
 const RETAINED_DUE: usize = 65_536;
 
 /// How often untaken change requests are checked against their age limit, in clock ms.
 const SWEEP_INTERVAL_MS: u64 = 1_000;
+
+/// How often the maps are checked for room to give back, in clock ms. A check costs a read
+/// lock per shard; a shrink is rare (once after each mass removal).
+const SHRINK_INTERVAL_MS: u64 = 1_000;
+
+/// A map is rebuilt smaller when its live entries fill less than 1/`SPARSE` of its room: after
+/// a shrink it is more than half full, so it takes a 4x drop to shrink again (no flapping).
+const SPARSE: usize = 4;
+
+/// Maps with room for fewer entries than this are never shrunk: at about 32 bytes an entry
+/// that is 128 KiB, not worth rebuilding for.
+const SHRINK_MIN_CAPACITY: usize = 4096;
 
 /// The expiry pass's state.
 #[derive(Debug)]
@@ -53,15 +80,22 @@ pub(crate) struct ExpiryState {
     woken: Vec<(Arc<str>, Revision)>,
     /// When change requests were last swept, in clock ms.
     last_sweep: u64,
+    /// When the maps were last checked for room to give back, in clock ms.
+    last_shrink: u64,
+    /// The removal history's capacity (fixed at build): a pass with more due timers defers its
+    /// removals.
+    history_capacity: usize,
 }
 
 impl ExpiryState {
-    pub(crate) fn new(now: u64) -> Self {
+    pub(crate) fn new(now: u64, history_capacity: usize) -> Self {
         Self {
             wheel: Wheel::new(now),
             due: Vec::new(),
             woken: Vec::new(),
             last_sweep: now,
+            last_shrink: now,
+            history_capacity,
         }
     }
 }
@@ -78,18 +112,33 @@ impl Shared {
         state.wheel.advance(now, &mut state.due);
 
         let mut due = std::mem::take(&mut state.due);
+        let deferred =
+            due.len() > state.history_capacity && self.commit.lock().history.defer(due.len());
         let mut expired = 0;
         for batch in due.chunks(BATCH) {
             expired += self.expire_batch(state, batch, now);
         }
+        if deferred {
+            self.fold_history();
+        }
         due.clear();
-        // A burst (a million registers due at once) must not pin its 24 MB for good.
-        due.shrink_to(RETAINED_DUE);
+        // A burst (a million registers due at once) must not pin its 24 MB for good. Dropped
+        // rather than shrunk: shrinking copies into a new block, which costs more than growing
+        // one again.
+        if due.capacity() > RETAINED_DUE {
+            due = Vec::new();
+        }
         state.due = due;
 
         if now.saturating_sub(state.last_sweep) >= SWEEP_INTERVAL_MS {
             state.last_sweep = now;
             self.requests.sweep(now);
+        }
+        if now.saturating_sub(state.last_shrink) >= SHRINK_INTERVAL_MS {
+            state.last_shrink = now;
+            shrink_if_sparse(&self.registers);
+            self.watchers.shrink_if_sparse();
+            self.requests.shrink_if_sparse();
         }
         if expired > 0 {
             // Ordering: Relaxed: a counter for metrics.
@@ -149,10 +198,41 @@ impl Shared {
             self.publish(&commit, revision);
         }
         drop(commit);
-        for (name, revision) in state.woken.drain(..) {
-            self.watchers.wake(&name, revision);
+        if expired > 0 {
+            self.watchers.wake_each(state.woken.drain(..), revision);
         }
         expired
+    }
+
+    /// Ends a deferral of the removal history (begun by a pass with more due timers than it
+    /// keeps): folds the deferred removals in, [`FOLD_BATCH`] per hold of the commit lock.
+    /// Allocation and freeing happen outside the lock.
+    fn fold_history(&self) {
+        let mut spare = None;
+        loop {
+            let mut commit = self.commit.lock();
+            if spare.is_none() && commit.history.needs_spare() {
+                let capacity = commit.history.capacity();
+                drop(commit);
+                spare = Some(Kept::with_capacity(capacity));
+                continue;
+            }
+            let (done, garbage) = commit.history.fold(FOLD_BATCH, &mut spare);
+            drop(commit);
+            drop(garbage);
+            if done {
+                break;
+            }
+        }
+    }
+}
+
+/// Rebuilds `map` smaller if its live entries fill less than 1/[`SPARSE`] of its room (and it
+/// has room for at least [`SHRINK_MIN_CAPACITY`]).
+pub(crate) fn shrink_if_sparse<K: Eq + Hash + Clone, V: Clone>(map: &Map<K, V>) {
+    let capacity = map.capacity();
+    if capacity >= SHRINK_MIN_CAPACITY && map.len().saturating_mul(SPARSE) < capacity {
+        map.shrink_to_fit();
     }
 }
 

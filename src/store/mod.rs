@@ -258,7 +258,7 @@ impl RegistryBuilder {
             requests: Requests::new(self.max_pending_requests, duration_ms(self.request_max_age)),
             closed: Arc::new(WatchSlots::new()),
             inbox: Queue::new(),
-            expiry: Mutex::new(ExpiryState::new(now)),
+            expiry: Mutex::new(ExpiryState::new(now, self.removal_history)),
             feed,
             clock,
             default_ttl_ms: duration_ms(self.default_ttl).max(1),

@@ -180,6 +180,13 @@ impl Requests {
         dropped
     }
 
+    /// Gives back the map room of requests taken or swept, and of their watch slots (see
+    /// `expiry.rs`).
+    pub(crate) fn shrink_if_sparse(&self) {
+        crate::store::expiry::shrink_if_sparse(&self.pending);
+        self.watchers.shrink_if_sparse();
+    }
+
     fn is_fresh(&self, pending: &Pending, now: u64) -> bool {
         now.saturating_sub(pending.at) < self.max_age_ms
     }

@@ -212,6 +212,23 @@ impl WatchSlots {
         self.any.fire_all(value);
     }
 
+    /// Wakes the waiters of each name with its value, and the any-name waiters once, with
+    /// `last`, the highest of the values (waking them with each would end in the same state:
+    /// a signal keeps the highest value fired, and every value is published before this runs).
+    pub(crate) fn wake_each(&self, names: impl Iterator<Item = (Arc<str>, u64)>, last: u64) {
+        for (name, value) in names {
+            if let Some(slot) = self.by_name.get(&*name) {
+                slot.fire_all(value);
+            }
+        }
+        self.any.fire_all(last);
+    }
+
+    /// Gives back the room of slots removed since the map was largest (see `expiry.rs`).
+    pub(crate) fn shrink_if_sparse(&self) {
+        crate::store::expiry::shrink_if_sparse(&self.by_name);
+    }
+
     /// Wakes every waiter with `value` (shutdown).
     pub(crate) fn wake_all(&self, value: u64) {
         let mut slots = Vec::new();
