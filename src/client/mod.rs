@@ -1,4 +1,4 @@
-//! The Rust client for reg's REST API (`../shared/spec/rest-api.md`), and the same high-level
+//! The Rust client for reg's REST API (`docs/rest-api.md`), and the same high-level
 //! API over an in-process [`Registry`](crate::Registry).
 //!
 //! Two layers:

@@ -1,6 +1,6 @@
 //! `reg serve`: reg's REST API over HTTP/1.1 (and HTTP/2 cleartext) on hyper.
 //!
-//! The wire contract is `shared/spec/rest-api.md`: Part A exactly, Part B in full. This module
+//! The wire contract is `docs/rest-api.md`: Part A exactly, Part B in full. This module
 //! only translates HTTP to [`Registry`] calls and back; every rule about registers, waits and
 //! change requests lives in the registry.
 //!
