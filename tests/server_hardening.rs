@@ -122,6 +122,14 @@ async fn connections_per_address_are_capped() {
         .any(|l| l.starts_with("reg_connections_refused_per_ip_total ") && !l.ends_with(" 0")));
 }
 
+/// Sends `GET /healthz` with `count` headers of 8,000 bytes each.
+async fn send_big_head(conn: &mut Conn, count: usize) {
+    let big = "v".repeat(8_000);
+    let names: Vec<String> = (0..count).map(|i| format!("x-big-{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), big.as_str())).collect();
+    conn.send_with("GET", "/healthz", &headers, None).await;
+}
+
 /// Heads over reg's limits are answered by reg, with JSON; a head past hyper's buffer gets
 /// hyper's bare 431 and the connection is closed; nothing is lost.
 #[tokio::test]
@@ -143,15 +151,7 @@ async fn oversized_heads_are_json_errors() {
     );
 
     let mut conn = Conn::open(addr).await;
-    let big = "v".repeat(8_000);
-    let headers: Vec<(String, String)> = (0..9)
-        .map(|i| (format!("x-big-{i}"), big.clone()))
-        .collect();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    conn.send_with("GET", "/healthz", &headers, None).await;
+    send_big_head(&mut conn, 9).await;
     let answer = within("431", conn.read_response()).await.unwrap();
     assert_eq!(answer.status, 431);
     assert_eq!(
@@ -162,14 +162,7 @@ async fn oversized_heads_are_json_errors() {
     // Far past hyper's own buffer bound (the head limit plus 8 KiB; hyper checks it between
     // reads, so a little more may arrive): hyper answers, without a body.
     let mut conn = Conn::open(addr).await;
-    let headers: Vec<(String, String)> = (0..40)
-        .map(|i| (format!("x-big-{i}"), big.clone()))
-        .collect();
-    let headers: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    conn.send_with("GET", "/healthz", &headers, None).await;
+    send_big_head(&mut conn, 40).await;
     // hyper closes with the rest of the head unread, which may reset the connection before
     // the answer is read; when it is read, it is hyper's.
     if let Some(answer) = within("bare 431", conn.read_response()).await {
