@@ -287,11 +287,53 @@ fn list_stay_prints_a_line_per_change() {
         line.starts_with(r#"{"event":"set","name":"c","value":3,"#),
         "{line}"
     );
+    // Removals say how, as `reg watch` does.
     server.registry.remove("a");
     let line = list.next_line();
     assert!(
-        line.starts_with(r#"{"event":"removed","name":"a""#),
+        line.starts_with(r#"{"event":"delete","name":"a","revision":"#),
         "{line}"
+    );
+    server
+        .registry
+        .set("b", json("2"), None, Some(Duration::from_millis(50)))
+        .unwrap();
+    let line = list.line_where("expiry of b", |l| l.contains(r#""expire""#));
+    assert!(
+        line.starts_with(r#"{"event":"expire","name":"b","revision":"#),
+        "{line}"
+    );
+}
+
+#[test]
+fn get_stay_says_how_a_register_went_and_reconnects_in_one_line() {
+    let server = TestServer::start();
+    // Through a proxy, to cut the connection while the server keeps its state.
+    let proxy = Proxy::start(server.addr);
+    server.set("x", "1");
+    server.set("y", "2");
+    let mut get = Running::start(reg_at(&proxy.url, &["get", "x", "y", "--stay"]));
+    assert_eq!(get.next_line(), r#"{"x":1,"y":2}"#);
+    server.registry.remove("x");
+    assert_eq!(get.next_line(), r#"{"y":2}"#);
+    get.wait_stderr(r#"reg: register "x" was deleted"#);
+    server
+        .registry
+        .set("y", json("2"), None, Some(Duration::from_millis(50)))
+        .unwrap();
+    assert_eq!(get.next_line(), "{}");
+    get.wait_stderr(r#"reg: register "y" expired"#);
+
+    // A change made while the connection is down arrives after the reconnect, which is one
+    // plain line on stderr, not a log record.
+    proxy.cut();
+    server.set("x", "3");
+    proxy.resume();
+    assert_eq!(get.next_line(), r#"{"x":3}"#);
+    let stderr = get.wait_stderr("reconnecting in");
+    assert!(
+        stderr.lines().all(|line| line.starts_with("reg: ")),
+        "{stderr}"
     );
 }
 
@@ -386,6 +428,19 @@ fn a_bad_registry_url_is_a_clear_error() {
     assert_eq!(out.stdout, "1\n", "{}", out.stderr);
     let out = run(reg_at("foo", &["list", "--registry", &server.url]));
     assert_eq!(out.stdout, "x=1\n", "{}", out.stderr);
+    // Where it means nothing, it is a usage error rather than silently ignored.
+    let out = run(reg_at("foo", &["--registry", &server.url, "serve"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--registry does not apply to `reg serve`"),
+        "{}",
+        out.stderr
+    );
+    let out = run(reg_at("foo", &["serve", "--registry", &server.url]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let help = run(reg_at("foo", &["serve", "--help"]));
+    assert!(!help.stdout.contains("--registry"), "{}", help.stdout);
 }
 
 #[test]

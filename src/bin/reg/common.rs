@@ -64,7 +64,6 @@ pub(crate) struct RegistryArg {
     /// The registry's URL: `http://host[:port][/prefix]`.
     #[arg(
         long,
-        global = true,
         env = "REGISTRY",
         default_value = "http://localhost:8080",
         value_name = "URL"
@@ -96,16 +95,89 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-/// Logs warnings (e.g. the client's reconnects) to stderr; `RUST_LOG` overrides the level.
+/// Logs warnings (e.g. the client's reconnects) to stderr as plain `reg: …` lines, the way
+/// the subcommands report everything else; `RUST_LOG` overrides the level.
 pub(crate) fn init_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     // Fails only if a subscriber is already set, which is then good enough.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .without_time()
+        .event_format(PlainLine)
         .try_init();
+}
+
+/// Formats a log event as one line for a person: `reg: consumer poll failed: connection
+/// refused; retrying in 400ms` rather than tracing's `WARN reg client: … error=… retry_in=…`.
+struct PlainLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = PlainFields::default();
+        event.record(&mut fields);
+        writeln!(writer, "{}", fields.line())
+    }
+}
+
+/// The fields of one event, gathered for [`PlainLine`].
+#[derive(Default)]
+struct PlainFields {
+    message: String,
+    error: Option<String>,
+    retry_in: Option<String>,
+    rest: Vec<String>,
+}
+
+impl PlainFields {
+    fn line(&self) -> String {
+        let message = self
+            .message
+            .strip_prefix("reg client: ")
+            .unwrap_or(&self.message);
+        let mut line = format!("reg: {message}");
+        if let Some(error) = &self.error {
+            line.push_str(": ");
+            line.push_str(error);
+        }
+        if !self.rest.is_empty() {
+            line.push_str(&format!(" ({})", self.rest.join(", ")));
+        }
+        if let Some(retry_in) = &self.retry_in {
+            line.push_str("; retrying in ");
+            line.push_str(retry_in);
+        }
+        line
+    }
+}
+
+impl tracing::field::Visit for PlainFields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        match field.name() {
+            "message" => self.message = text,
+            "error" => self.error = Some(text),
+            "retry_in" => self.retry_in = Some(text),
+            name => self.rest.push(format!("{name} {text}")),
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_owned(),
+            "error" => self.error = Some(value.to_owned()),
+            "retry_in" => self.retry_in = Some(value.to_owned()),
+            name => self.rest.push(format!("{name} {value}")),
+        }
+    }
 }
 
 /// Parses a JSON argument; the error says which argument and, for a bare word, how to quote

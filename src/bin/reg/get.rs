@@ -5,15 +5,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reg::client::{Client, Update};
-use reg::Json;
+use reg::{Json, Revision};
 use tokio::sync::mpsc;
 
 use crate::common::{self, exit, Failure, Object, RegistryArg};
 use crate::serve::parse_duration;
+use crate::watch;
 
 /// The arguments of `reg get` (its help is on `Command::Get` in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryArg,
     /// The registers to read.
     #[arg(required = true, value_name = "NAME")]
     names: Vec<String>,
@@ -31,7 +34,8 @@ pub(crate) struct GetArgs {
     timeout: Duration,
 }
 
-pub(crate) fn run(args: GetArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+pub(crate) fn run(args: GetArgs) -> anyhow::Result<()> {
+    let registry = &args.registry;
     let client = registry.client()?;
     common::init_logging();
     common::runtime()?.block_on(get(args, client))
@@ -80,7 +84,7 @@ async fn get(args: GetArgs, client: Client) -> anyhow::Result<()> {
         common::emit(line)?;
     }
     if args.stay {
-        view.follow(&client, first).await?;
+        view.follow(&client, read.index, first).await?;
     }
     Ok(())
 }
@@ -135,12 +139,50 @@ impl View {
     }
 
     /// Prints a line whenever the output changes, until the process is interrupted. `last`
-    /// is the line already printed.
+    /// is the line already printed, `from` the revision it is at (`X-Reg-Index`). With the
+    /// watch stream (Part B), follows it from there; otherwise long polls.
     pub(crate) async fn follow(
         mut self,
         client: &Client,
-        mut last: Option<String>,
+        from: Option<Revision>,
+        last: Option<String>,
     ) -> anyhow::Result<()> {
+        let Some(wire) = client.wire() else {
+            anyhow::bail!("--stay needs a remote registry");
+        };
+        if let Some(from) = from {
+            match wire.watch(&self.names, Some(from)).await {
+                Ok(stream) => {
+                    let names = self.names.clone();
+                    let mut last = last;
+                    return watch::follow(wire, &names, stream, Some(from), |event| {
+                        match &event.value {
+                            Some(value) => {
+                                self.set(&event.name, value.clone(), event.metadata.clone());
+                            }
+                            None => {
+                                let what = match event.kind.as_str() {
+                                    "expire" => "expired",
+                                    "delete" => "was deleted",
+                                    _ => "is gone",
+                                };
+                                self.remove(&event.name, what);
+                            }
+                        }
+                        self.print_if_changed(&mut last)
+                    })
+                    .await;
+                }
+                Err(error) if error.is_unsupported() => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.poll(client, last).await
+    }
+
+    /// Follows with long polls: against a server without the watch stream, which does not say
+    /// whether a register expired or was deleted.
+    async fn poll(mut self, client: &Client, mut last: Option<String>) -> anyhow::Result<()> {
         let (tx, mut updates) = mpsc::channel(64);
         for name in &self.names {
             let mut consumer = client.consume(name);
@@ -162,19 +204,29 @@ impl View {
                     metadata,
                     ..
                 } => self.set(&name, value, metadata),
-                Update::Removed { name, .. } => {
-                    self.state.remove(&*name);
-                    eprintln!("reg: register {name:?} is gone (expired or removed)");
-                }
+                Update::Removed { name, .. } => self.remove(&name, "is gone"),
                 _ => {}
             }
-            let line = self.render();
-            if line != last {
-                if let Some(line) = &line {
-                    common::emit(line)?;
-                }
-                last = line;
+            self.print_if_changed(&mut last)?;
+        }
+        Ok(())
+    }
+
+    /// A register went away; `what` says how (`expired`, `was deleted`, `is gone`).
+    fn remove(&mut self, name: &str, what: &str) {
+        if self.state.remove(name).is_some() {
+            eprintln!("reg: register {name:?} {what}");
+        }
+    }
+
+    /// Prints the output line if it differs from `last`.
+    fn print_if_changed(&self, last: &mut Option<String>) -> std::io::Result<()> {
+        let line = self.render();
+        if line != *last {
+            if let Some(line) = &line {
+                common::emit(line)?;
             }
+            *last = line;
         }
         Ok(())
     }

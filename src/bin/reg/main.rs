@@ -34,8 +34,10 @@ mod watch;
     after_help = common::EXIT_STATUS_HELP
 )]
 struct Cli {
-    #[command(flatten)]
-    registry: common::RegistryArg,
+    /// Also accepted before the subcommand (`reg --registry URL get x`), as it was before it
+    /// moved onto the subcommands that talk to a registry; hidden from the help.
+    #[arg(long, hide = true, value_name = "URL")]
+    registry: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -98,17 +100,67 @@ enum Command {
     Version,
 }
 
+impl Command {
+    /// The registry URL of a subcommand that talks to a registry.
+    fn registry(&mut self) -> Option<&mut common::RegistryArg> {
+        match self {
+            Command::Provide(args) => Some(&mut args.registry),
+            Command::Get(args) => Some(&mut args.registry),
+            Command::Set(args) => Some(&mut args.registry),
+            Command::List(args) => Some(&mut args.registry),
+            Command::Watch(args) => Some(&mut args.registry),
+            Command::Browse(args) => Some(&mut args.registry),
+            Command::Mcp(args) => Some(&mut args.registry),
+            Command::Serve(_) | Command::Bench(_) | Command::Version => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Provide(_) => "provide",
+            Command::Get(_) => "get",
+            Command::Set(_) => "set",
+            Command::List(_) => "list",
+            Command::Watch(_) => "watch",
+            Command::Browse(_) => "browse",
+            Command::Mcp(_) => "mcp",
+            Command::Serve(_) => "serve",
+            Command::Bench(_) => "bench",
+            Command::Version => "version",
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let registry = &cli.registry;
+    let mut cli = Cli::parse();
+    if let Some(url) = cli.registry.take() {
+        match cli.command.registry() {
+            Some(registry) => registry.registry = url,
+            None => {
+                use clap::CommandFactory;
+                let name = cli.command.name();
+                let hint = if name == "bench" {
+                    "; bench takes --url for a remote server"
+                } else {
+                    ""
+                };
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("--registry does not apply to `reg {name}`{hint}"),
+                    )
+                    .exit();
+            }
+        }
+    }
     let result = match cli.command {
-        Command::Provide(args) => provide::run(args, registry),
-        Command::Get(args) => get::run(args, registry),
-        Command::Set(args) => set::run(args, registry),
-        Command::List(args) => list::run(args, registry),
-        Command::Watch(args) => watch::run(args, registry),
-        Command::Browse(args) => browse::run(args, registry),
-        Command::Mcp(args) => mcp::run(args, registry),
+        Command::Provide(args) => provide::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Set(args) => set::run(args),
+        Command::List(args) => list::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Browse(args) => browse::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Version => version::run(),

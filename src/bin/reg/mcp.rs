@@ -40,9 +40,13 @@ const INVALID_PARAMS: i64 = -32602;
 
 /// The arguments of `reg mcp` (its help is on `Command::Mcp` in `main.rs`).
 #[derive(Debug, clap::Args)]
-pub(crate) struct McpArgs {}
+pub(crate) struct McpArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryArg,
+}
 
-pub(crate) fn run(_args: McpArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+pub(crate) fn run(args: McpArgs) -> anyhow::Result<()> {
+    let registry = &args.registry;
     let wire = registry.wire()?;
     common::init_logging();
     common::runtime()?.block_on(serve(wire))

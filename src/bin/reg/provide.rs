@@ -15,6 +15,8 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The arguments of `reg provide` (its help is on `Command::Provide` in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProvideArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryArg,
     /// The register.
     name: String,
 
@@ -34,7 +36,8 @@ pub(crate) struct ProvideArgs {
     read_only: bool,
 }
 
-pub(crate) fn run(args: ProvideArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+pub(crate) fn run(args: ProvideArgs) -> anyhow::Result<()> {
+    let registry = &args.registry;
     let client = registry.client()?;
     let value = match &args.value {
         Some(text) => common::parse_json_arg("value", text)?,

@@ -22,74 +22,74 @@ pub(crate) struct ServeArgs {
     addr: String,
 
     /// Largest request body in bytes (larger: 413).
-    #[arg(long, default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "REG_MAX_BODY_BYTES", default_value_t = server::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
 
     /// Most names in one request (more: 400).
-    #[arg(long, default_value_t = server::DEFAULT_MAX_NAMES)]
+    #[arg(long, env = "REG_MAX_NAMES", default_value_t = server::DEFAULT_MAX_NAMES)]
     max_names: usize,
 
     /// Longest register name in bytes (longer: 400).
-    #[arg(long, default_value_t = server::DEFAULT_MAX_NAME_LEN)]
+    #[arg(long, env = "REG_MAX_NAME_LEN", default_value_t = server::DEFAULT_MAX_NAME_LEN)]
     max_name_len: usize,
 
     /// Longest long poll; a longer `wait` is clamped to it (Go duration).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "REG_MAX_WAIT", default_value = "10m", value_parser = parse_duration)]
     max_wait: Duration,
 
     /// Most connections served at once; more wait in the listen backlog.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "REG_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
 
     /// Most connections from one IP address (more: 503 and closed). Default: a quarter of
     /// --max-connections.
-    #[arg(long)]
+    #[arg(long, env = "REG_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
 
     /// Longest request target, path and query, in bytes (longer: 414). GET names are bounded
     /// by it; request bodies carry up to --max-names names of any length.
-    #[arg(long, default_value_t = server::DEFAULT_MAX_URI_BYTES)]
+    #[arg(long, env = "REG_MAX_URI_BYTES", default_value_t = server::DEFAULT_MAX_URI_BYTES)]
     max_uri_bytes: usize,
 
     /// Longest request head, request line and headers, in bytes (longer: 431).
-    #[arg(long, default_value_t = server::DEFAULT_MAX_HEAD_BYTES)]
+    #[arg(long, env = "REG_MAX_HEAD_BYTES", default_value_t = server::DEFAULT_MAX_HEAD_BYTES)]
     max_head_bytes: usize,
 
     /// Most /v1/watch streams open at once (more: 503).
-    #[arg(long, default_value_t = server::DEFAULT_MAX_WATCH_STREAMS)]
+    #[arg(long, env = "REG_MAX_WATCH_STREAMS", default_value_t = server::DEFAULT_MAX_WATCH_STREAMS)]
     max_watch_streams: usize,
 
     /// Listen backlog (connections waiting to be accepted).
-    #[arg(long, default_value_t = server::DEFAULT_BACKLOG)]
+    #[arg(long, env = "REG_BACKLOG", default_value_t = server::DEFAULT_BACKLOG)]
     backlog: u32,
 
     /// Longest time to receive a request head (and body) once it started (Go duration).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "REG_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
 
     /// Close connections idle this long: no request in flight, no bytes (Go duration).
-    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "REG_IDLE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
     idle_timeout: Duration,
 
     /// Longest graceful drain on SIGINT/SIGTERM (Go duration).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "REG_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
 
     /// Interval between keep-alive comments on /v1/watch streams (Go duration).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "REG_SSE_KEEP_ALIVE", default_value = "15s", value_parser = parse_duration)]
     sse_keep_alive: Duration,
 
     /// Most pending change requests (more: 503).
-    #[arg(long, default_value_t = reg::DEFAULT_MAX_PENDING_REQUESTS)]
+    #[arg(long, env = "REG_MAX_PENDING_REQUESTS", default_value_t = reg::DEFAULT_MAX_PENDING_REQUESTS)]
     max_pending_requests: usize,
 
     /// Drop a change request no provider took within this long (Go duration).
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "REG_REQUEST_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
     request_max_age: Duration,
 
     /// Also serve HTTP/2 over cleartext (prior knowledge). Off by default: HTTP/1.1 only costs
     /// less memory per parked long poll.
-    #[arg(long)]
+    #[arg(long, env = "REG_HTTP2")]
     http2: bool,
 
     /// Log filter: a level (`info`, `debug`, …) or tracing directives. Default: `RUST_LOG`,
@@ -119,6 +119,47 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// File descriptors the server needs beside its connections: the listener, the runtime's
+/// event fds, logging, a margin.
+const SPARE_FILES: u64 = 64;
+
+/// Warns, as nginx does, when the process's open-file limit is below what `--max-connections`
+/// needs: past the limit accepts fail (EMFILE) and are retried after a pause, so connections
+/// wait instead of being served. (Linux: read from /proc/self/limits; elsewhere nothing.)
+fn warn_if_few_files(max_connections: usize) {
+    let Some(limit) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| open_file_limit(&limits))
+    else {
+        return;
+    };
+    let needed = max_connections as u64 + SPARE_FILES;
+    if limit < needed {
+        tracing::warn!(
+            "the open-file limit is {limit}, below the {needed} that --max-connections \
+             {max_connections} needs: beyond about {} connections accepts fail and wait; \
+             raise it (`ulimit -n {needed}`, systemd `LimitNOFILE={needed}`) or lower \
+             --max-connections",
+            limit.saturating_sub(SPARE_FILES)
+        );
+    }
+}
+
+/// The soft limit from /proc/self/limits' `Max open files  <soft>  <hard>  files` line.
+fn open_file_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -175,6 +216,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     });
 
+    warn_if_few_files(args.max_connections);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
@@ -212,5 +254,22 @@ impl Signals {
             let _ = tokio::signal::ctrl_c().await;
             "SIGINT"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_file_limit;
+
+    #[test]
+    fn reads_the_soft_open_file_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max cpu time              unlimited            unlimited            seconds\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(open_file_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(open_file_limit(unlimited), Some(u64::MAX));
+        assert_eq!(open_file_limit("nothing here"), None);
     }
 }

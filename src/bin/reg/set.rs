@@ -9,6 +9,8 @@ use crate::serve::parse_duration;
 /// The arguments of `reg set` (its help is on `Command::Set` in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct SetArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryArg,
     /// The register.
     name: String,
 
@@ -26,7 +28,8 @@ pub(crate) struct SetArgs {
     stay: bool,
 }
 
-pub(crate) fn run(args: SetArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+pub(crate) fn run(args: SetArgs) -> anyhow::Result<()> {
+    let registry = &args.registry;
     let client = registry.client()?;
     let value = match &args.value {
         Some(text) => common::parse_json_arg("value", text)?,
@@ -66,7 +69,7 @@ pub(crate) fn run(args: SetArgs, registry: &RegistryArg) -> anyhow::Result<()> {
             if let Some(line) = &first {
                 common::emit(line)?;
             }
-            view.follow(&client, first).await?;
+            view.follow(&client, read.index, first).await?;
         }
         Ok(())
     })

@@ -16,12 +16,15 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The arguments of `reg watch` (its help is on `Command::Watch` in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct WatchArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryArg,
     /// The registers to watch (all when none).
     #[arg(value_name = "NAME")]
     names: Vec<String>,
 }
 
-pub(crate) fn run(args: WatchArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+pub(crate) fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let registry = &args.registry;
     let wire = registry.wire()?;
     common::init_logging();
     common::runtime()?.block_on(watch(&wire, &args.names))
@@ -29,7 +32,7 @@ pub(crate) fn run(args: WatchArgs, registry: &RegistryArg) -> anyhow::Result<()>
 
 async fn watch(wire: &WireClient, names: &[String]) -> anyhow::Result<()> {
     // The first connection's failure is the command's error: a wrong URL or an old server.
-    let mut stream = wire.watch(names, None).await.map_err(|error| {
+    let stream = wire.watch(names, None).await.map_err(|error| {
         if error.is_unsupported() {
             anyhow::anyhow!(
                 "{} has no watch stream (a server without reg's Part B); \
@@ -40,10 +43,39 @@ async fn watch(wire: &WireClient, names: &[String]) -> anyhow::Result<()> {
             error.into()
         }
     })?;
-    let mut last: Option<Revision> = None;
+    follow(wire, names, stream, None, |event| {
+        common::emit(&line(event))
+    })
+    .await
+}
+
+/// Follows a watch stream for `names` that was opened after revision `after`, handing each
+/// event to `on_event`, until `on_event` fails (stdout closed). A lost connection is one
+/// line on stderr (`reg: watch stream broke (…); reconnecting in 200ms`); the stream then
+/// resumes from the last revision seen, so no change is missed. `get --stay`, `set --stay` and
+/// `list --stay` follow the same way.
+pub(crate) async fn follow(
+    wire: &WireClient,
+    names: &[String],
+    mut stream: WatchStream,
+    mut last: Option<Revision>,
+    mut on_event: impl FnMut(&WatchEvent) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let mut delay = RECONNECT_MIN;
     loop {
-        let ended = follow(&mut stream, &mut last, &mut delay).await?;
+        let ended = loop {
+            match stream.next().await {
+                Ok(Some(event)) => {
+                    delay = RECONNECT_MIN;
+                    if event.revision.is_some() {
+                        last.clone_from(&event.revision);
+                    }
+                    on_event(&event)?;
+                }
+                Ok(None) => break "ended".to_owned(),
+                Err(error) => break format!("broke ({error})"),
+            }
+        };
         eprintln!(
             "reg: watch stream {ended}; reconnecting in {}",
             common::show_duration(delay)
@@ -53,6 +85,7 @@ async fn watch(wire: &WireClient, names: &[String]) -> anyhow::Result<()> {
             delay = (delay * 2).min(RECONNECT_MAX);
             match wire.watch(names, last).await {
                 Ok(next) => {
+                    eprintln!("reg: reconnected");
                     stream = next;
                     break;
                 }
@@ -61,27 +94,6 @@ async fn watch(wire: &WireClient, names: &[String]) -> anyhow::Result<()> {
                     common::show_duration(delay)
                 ),
             }
-        }
-    }
-}
-
-/// Prints the events of one connection; returns why it ended. Fails only when stdout does.
-async fn follow(
-    stream: &mut WatchStream,
-    last: &mut Option<Revision>,
-    delay: &mut Duration,
-) -> anyhow::Result<String> {
-    loop {
-        match stream.next().await {
-            Ok(Some(event)) => {
-                *delay = RECONNECT_MIN;
-                if event.revision.is_some() {
-                    last.clone_from(&event.revision);
-                }
-                common::emit(&line(&event))?;
-            }
-            Ok(None) => return Ok("ended".to_owned()),
-            Err(error) => return Ok(format!("broke ({error})")),
         }
     }
 }

@@ -42,6 +42,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// The arguments of `reg browse` (its help is on `Command::Browse` in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub(crate) struct BrowseArgs {
+    #[command(flatten)]
+    pub(crate) registry: RegistryArg,
     /// Start in the tree view.
     #[arg(long)]
     tree: bool,
@@ -51,7 +53,8 @@ pub(crate) struct BrowseArgs {
     filter: Option<String>,
 }
 
-pub(crate) fn run(args: BrowseArgs, registry: &RegistryArg) -> anyhow::Result<()> {
+pub(crate) fn run(args: BrowseArgs) -> anyhow::Result<()> {
+    let registry = &args.registry;
     let wire = registry.wire()?;
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         anyhow::bail!("browse needs a terminal (stdin and stdout must be one)");
