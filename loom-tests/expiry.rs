@@ -7,7 +7,7 @@
 
 use loom::future::block_on;
 use loom::thread;
-use reg::{Change, Registry, Selector, WaitOutcome};
+use reg::{Change, EventKind, Registry, Selector, WaitOutcome};
 
 use crate::util::{check, json, ms, poll_once, registry};
 
@@ -144,8 +144,16 @@ fn wait_racing_deferred_mass_expiry() {
         assert_eq!(block_on(&mut wait), WaitOutcome::Changed);
         assert!(registry.changed_since(&Selector::name("a"), seen));
         assert!(registry.changed_since(&Selector::name("b"), seen));
-        // Folded exactly: one removal kept, the other forgotten (the horizon).
+        // Folded exactly: one removal kept, the other forgotten (the horizon), and the kept one
+        // is still an expiry.
         assert!(!registry.replay(&Selector::All, seen).complete);
-        assert!(registry.replay(&Selector::All, seen + 1).complete);
+        let replay = registry.replay(&Selector::All, seen + 1);
+        assert!(replay.complete);
+        let kinds: Vec<_> = replay
+            .removed
+            .iter()
+            .map(|(_, r, kind)| (*r, *kind))
+            .collect();
+        assert_eq!(kinds, [(seen + 2, EventKind::Expire)]);
     });
 }

@@ -156,7 +156,8 @@ fn request_age_and_cap() {
 
 /// More registers due in one pass than the removal history keeps (4 > 3): the pass defers its
 /// removals and folds them in, and the history must then answer exactly as if each had been
-/// recorded (the model's horizon is exact), for every revision asked about.
+/// recorded (the model's horizon is exact), for every revision asked about — and a replay
+/// still tells the folded expiries from a later delete.
 #[test]
 fn mass_expiry_folds_the_history_exactly() {
     let set = |name| Op::Set {
@@ -183,6 +184,8 @@ fn mass_expiry_folds_the_history_exactly() {
         set(1),
         set(2),
         set(0),
+        // A delete after the fold: replays show it as a delete, `d`'s removal as an expiry.
+        Op::Remove { name: 1 },
     ];
     for back in 0..10 {
         ops.push(Op::Check { names: 0, back });

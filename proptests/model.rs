@@ -14,7 +14,7 @@
 //!   revision;
 //! * the change feed carries exactly the model's events, in revision order;
 //! * `changed_since` and `replay` agree with the model's history (including the removal
-//!   history's horizon);
+//!   history's horizon, and whether each removal replayed was a delete or an expiry);
 //! * waits made before a step were woken (a counting waker) exactly when a register they watch
 //!   changed, are then ready, and otherwise stay pending and unwoken; parked change-request
 //!   takes are woken by a matching request and deliver what the model says;
@@ -233,8 +233,8 @@ struct Model {
     registers: BTreeMap<usize, ModelRegister>,
     /// Revision of each name's latest change (create, change, removal, expiry).
     last_change: BTreeMap<usize, u64>,
-    /// Revision of each name's latest removal.
-    last_removal: BTreeMap<usize, u64>,
+    /// Revision and cause (`Delete` or `Expire`) of each name's latest removal.
+    last_removal: BTreeMap<usize, (u64, EventKind)>,
     /// Every removal revision, in order (for the removal history's horizon).
     removals: Vec<u64>,
     /// name → (value class, time made). Includes stale requests the registry may not have swept.
@@ -273,7 +273,7 @@ impl Model {
             Some(names) => names.iter().any(|n| match self.registers.get(n) {
                 Some(register) => register.revision > after,
                 None => match self.last_removal.get(n) {
-                    Some(&removed) if removed > self.horizon() => removed > after,
+                    Some(&(removed, _)) if removed > self.horizon() => removed > after,
                     _ => after < self.horizon(),
                 },
             }),
@@ -609,7 +609,7 @@ impl Harness {
     fn removed(&mut self, kind: EventKind, name: usize) {
         let revision = self.model.revision;
         self.model.last_change.insert(name, revision);
-        self.model.last_removal.insert(name, revision);
+        self.model.last_removal.insert(name, (revision, kind));
         self.model.removals.push(revision);
         self.changed(kind, name);
     }
@@ -733,21 +733,22 @@ impl Harness {
             .collect();
         assert_eq!(got, set, "replay({names:?}, {after}).set");
         if complete {
-            let mut deleted: Vec<(u64, usize)> = model
+            // Each with its cause: what the feed said when it was removed.
+            let mut removed: Vec<(u64, usize, EventKind)> = model
                 .last_removal
                 .iter()
-                .filter(|(&n, &r)| {
+                .filter(|(&n, &(r, _))| {
                     Model::selected(names, n) && r > after && !model.registers.contains_key(&n)
                 })
-                .map(|(&n, &r)| (r, n))
+                .map(|(&n, &(r, kind))| (r, n, kind))
                 .collect();
-            deleted.sort_unstable();
-            let got: Vec<(u64, usize)> = replay
-                .deleted
+            removed.sort_unstable_by_key(|&(r, _, _)| r);
+            let got: Vec<(u64, usize, EventKind)> = replay
+                .removed
                 .iter()
-                .map(|(name, r)| (*r, name_index(name)))
+                .map(|(name, r, kind)| (*r, name_index(name), *kind))
                 .collect();
-            assert_eq!(got, deleted, "replay({names:?}, {after}).deleted");
+            assert_eq!(got, removed, "replay({names:?}, {after}).removed");
         }
     }
 

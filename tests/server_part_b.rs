@@ -313,6 +313,92 @@ async fn watch_replays_then_follows() {
     assert_eq!(response.error(), r#"invalid last-event-id header: "nope""#);
 }
 
+/// A replay says why each register went, as the live stream did: `expire` for a TTL that ran
+/// out, `delete` for DELETE /provider (it used to say `delete` for both).
+#[tokio::test]
+async fn watch_replay_tells_an_expiry_from_a_delete() {
+    let (registry, clock) = manual_registry();
+    let server = start(registry.clone()).await;
+    let addr = server.local_addr();
+    put(
+        addr,
+        "/provider",
+        r#"{"registers":{"brief":{"value":1,"ttl":"1s"},"kept":{"value":2}}}"#,
+    )
+    .await; // 1, 2
+    let before = get(addr, "/consumer").await.index();
+    assert_eq!(before, 2);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(registry.expire_due(), 1); // 3: brief expires; kept has the default 10 s
+    request(addr, "DELETE", "/provider?name=kept", None).await; // 4
+
+    let mut events = Events::open(addr, &format!("/v1/watch?index={before}"), &[]).await;
+    let replay = events.take(2).await;
+    let summary: Vec<(&str, &str)> = replay
+        .iter()
+        .map(|e| (e.event.as_str(), e.id.as_str()))
+        .collect();
+    assert_eq!(summary, [("expire", "3"), ("delete", "4")]);
+    assert_eq!(replay[0].data, json(r#"{"name":"brief","revision":3}"#));
+    assert_eq!(replay[1].data, json(r#"{"name":"kept","revision":4}"#));
+
+    // A reconnect (Last-Event-ID) with a name filter replays the same way.
+    let mut resumed = Events::open(addr, "/v1/watch?name=brief", &[("Last-Event-ID", "1")]).await;
+    let next = resumed.next().await.unwrap();
+    assert_eq!((next.event.as_str(), next.id.as_str()), ("expire", "3"));
+}
+
+/// A stream resynced after falling behind replays expiries as `expire` and deletes as
+/// `delete`, like a reconnect.
+#[tokio::test]
+async fn a_resync_replay_tells_an_expiry_from_a_delete() {
+    let clock = reg::ManualClock::new();
+    let registry = Registry::builder()
+        .clock(clock.clone())
+        .manual_expiry()
+        .feed_capacity(4)
+        .build();
+    let server = start(registry.clone()).await;
+    let addr = server.local_addr();
+    let mut events = Events::open(addr, "/v1/watch", &[]).await;
+    // Wait until the stream's task follows the feed, then overflow it: this test runs on one
+    // thread, so nothing below is read by the task before the next await.
+    let value = || reg::Json::from(0i64);
+    registry.set("first", value(), None, None).unwrap();
+    let first = events.next().await.unwrap();
+    assert_eq!(first.data["name"], "first");
+    let brief = Some(Duration::from_millis(10));
+    registry.set("expiring", value(), None, brief).unwrap();
+    registry.set("deleted", value(), None, None).unwrap();
+    for i in 0..8 {
+        registry
+            .set(&format!("pad{i}"), value(), None, None)
+            .unwrap();
+    }
+    clock.advance(Duration::from_millis(10));
+    assert_eq!(registry.expire_due(), 1);
+    registry.remove("deleted");
+
+    let mut resynced = false;
+    let mut removals = Vec::new();
+    while removals.len() < 2 {
+        let event = events.next().await.unwrap();
+        match event.event.as_str() {
+            "resync" => resynced = true,
+            "set" => {}
+            kind => removals.push((kind.to_owned(), event.data["name"].clone())),
+        }
+    }
+    assert!(resynced, "the stream never fell behind");
+    assert_eq!(
+        removals,
+        [
+            ("expire".to_owned(), serde_json::json!("expiring")),
+            ("delete".to_owned(), serde_json::json!("deleted")),
+        ]
+    );
+}
+
 /// A stream that falls behind the feed is resynced from the last revision it sent: nothing
 /// is skipped.
 #[tokio::test]

@@ -581,7 +581,7 @@ fn a_slow_subscriber_is_told_to_resync() {
 
 #[test]
 fn replay_reports_current_state_of_what_changed() {
-    let (registry, _) = registry();
+    let (registry, clock) = registry();
     registry.set("a", json("1"), None, None).unwrap(); // r1
     registry.set("b", json("1"), None, None).unwrap(); // r2
     registry.set("c", json("1"), None, None).unwrap(); // r3
@@ -589,21 +589,32 @@ fn replay_reports_current_state_of_what_changed() {
     registry.set("a", json("2"), None, None).unwrap(); // r5
     registry.remove("c"); // r6
     registry.set("c", json("3"), None, None).unwrap(); // r7: back again
+    let brief = Some(Duration::from_millis(10));
+    registry.set("d", json("1"), None, brief).unwrap(); // r8
+    clock.advance(Duration::from_millis(10));
+    assert_eq!(registry.expire_due(), 1); // r9: d expires
 
     let replay = registry.replay(&Selector::All, 2);
     assert!(replay.complete);
-    assert_eq!(replay.revision, 7);
+    assert_eq!(replay.revision, 9);
     let set: Vec<(&str, u64)> = replay
         .set
         .iter()
         .map(|r| (r.name(), r.revision()))
         .collect();
     assert_eq!(set, [("a", 5), ("c", 7)]);
-    assert_eq!(replay.deleted, vec![("b".into(), 4)]);
+    // Each removal says why, as its feed event did.
+    assert_eq!(
+        replay.removed,
+        vec![
+            ("b".into(), 4, EventKind::Delete),
+            ("d".into(), 9, EventKind::Expire)
+        ]
+    );
 
     let only_b = registry.replay(&Selector::name("b"), 0);
     assert!(only_b.set.is_empty());
-    assert_eq!(only_b.deleted.len(), 1);
+    assert_eq!(only_b.removed.len(), 1);
 }
 
 #[test]

@@ -14,11 +14,12 @@
 //!
 //! With `index=N` (or a `Last-Event-ID` header, which wins: it is where a reconnecting
 //! client left off) the stream first replays what changed after N as the current state — a
-//! `set` for each selected register changed since, a `delete` for each selected register
-//! removed since — in revision order, then follows live. Without either it starts live. An N
-//! above the current revision (a client of a server that restarted) replays from 0. When
-//! N is older than the removal history the server keeps, a comment line says removals may be
-//! missing. A keep-alive comment goes out every `sse_keep_alive` (15 s).
+//! `set` for each selected register changed since, and for each selected register removed
+//! since (and absent now) the event its removal had live: `delete` if it was deleted,
+//! `expire` if its TTL ran out — in revision order, then follows live. Without either it
+//! starts live. An N above the current revision (a client of a server that restarted) replays
+//! from 0. When N is older than the removal history the server keeps, a comment line says
+//! removals may be missing. A keep-alive comment goes out every `sse_keep_alive` (15 s).
 //!
 //! # A client that reads slowly, or not at all
 //! What one stream can pin is bounded: events go to the connection in chunks of at most
@@ -289,21 +290,22 @@ impl Feed {
         true
     }
 
-    /// Sends a replay as `set`/`delete` events in revision order.
+    /// Sends a replay as `set`, `delete` and `expire` events in revision order (a removal
+    /// with the kind its live event had).
     async fn send_replay(&mut self, replay: Replay) -> bool {
         let mut chunk = Vec::new();
         if !replay.complete {
             chunk.extend_from_slice(b": removals at or before revision ");
             push_u64(&mut chunk, self.sent);
             chunk.extend_from_slice(
-                b" are older than the history kept; delete events may be missing\n\n",
+                b" are older than the history kept; delete and expire events may be missing\n\n",
             );
         }
         let mut sets = replay.set.iter().peekable();
-        let mut deletes = replay.deleted.iter().peekable();
+        let mut removals = replay.removed.iter().peekable();
         loop {
-            let set_first = match (sets.peek(), deletes.peek()) {
-                (Some(set), Some((_, removed))) => set.revision() < *removed,
+            let set_first = match (sets.peek(), removals.peek()) {
+                (Some(set), Some((_, removed, _))) => set.revision() < *removed,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (None, None) => break,
@@ -316,8 +318,8 @@ impl Feed {
                     push_set(&mut chunk, register);
                     self.sent = self.sent.max(register.revision());
                 }
-            } else if let Some((name, removed)) = deletes.next() {
-                push_removal(&mut chunk, EventKind::Delete, name, *removed);
+            } else if let Some((name, removed, kind)) = removals.next() {
+                push_removal(&mut chunk, *kind, name, *removed);
                 self.sent = self.sent.max(*removed);
             }
         }

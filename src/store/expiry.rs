@@ -178,7 +178,9 @@ impl Shared {
                         self.registers
                             .remove_if(&*name, |_, entry| Arc::ptr_eq(entry, &timer.entry));
                         revision += 1;
-                        commit.history.record(Arc::clone(&name), revision);
+                        commit
+                            .history
+                            .record(Arc::clone(&name), revision, EventKind::Expire);
                         let _no_subscribers = self.feed.send(Event {
                             kind: EventKind::Expire,
                             name: Arc::clone(&name),

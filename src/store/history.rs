@@ -1,5 +1,6 @@
-//! Removal history: which names were removed at which revision, so that a wait that starts from
-//! an old revision still sees that a register it watches was removed after it.
+//! Removal history: which names were removed at which revision, and why (a delete or an
+//! expiry), so that a wait that starts from an old revision still sees that a register it
+//! watches was removed after it, and a replay can say `delete` or `expire` as the feed did.
 //!
 //! Bounded: it keeps the latest `capacity` removals. Older ones are forgotten, and `horizon`
 //! remembers the newest forgotten revision: a question about a revision older than that cannot
@@ -12,6 +13,9 @@
 //!   order.
 //! * Outside a deferral, `kept` and `horizon` are exactly what recording every removal one by
 //!   one (evicting the oldest beyond `capacity`) leaves.
+//! * Every removal kept carries its cause, packed with its revision in one [`Stamp`]: the cause
+//!   travels wherever the revision does (record, deferral tail, fold, eviction), so no step can
+//!   lose it or pair it with another removal, and it costs no memory.
 //! * **Deferral** (a mass expiry). A pass with more due timers than `capacity` would record
 //!   removals that the same pass then evicts again: a million expiries at the default capacity
 //!   insert and evict 900,000 tombstones, about 40% of the pass. So such a pass calls
@@ -19,7 +23,7 @@
 //!   goes to `Deferred::tail`, a ring of the latest `capacity` removals, and the pass ends with
 //!   [`History::fold`] steps that move the tail into `kept`. Folding is exact: the state after
 //!   the last step is what recording every removal one by one would have left (tombstones,
-//!   order, horizon), because only the latest `capacity` removals survive either way and the
+//!   order with its causes, horizon), because only the latest `capacity` removals survive either way and the
 //!   newest removal that fell out of the ring is the horizon recording one by one would reach.
 //! * While deferred, answers stay safe: [`removed_after`] answers "maybe" for a name the
 //!   deferral may have removed (a hash filter of its names, which can say yes wrongly but never
@@ -32,6 +36,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 
+use crate::store::feed::EventKind;
 use crate::store::register::Revision;
 use crate::sync::Arc;
 
@@ -54,22 +59,79 @@ pub(crate) struct History {
     deferred: Option<Deferred>,
 }
 
+/// A removal's revision and cause in one word: the revision in the low 63 bits, [`EXPIRED`]
+/// set for an expiry (clear for a delete).
+///
+/// Packed so that remembering the cause costs nothing: an order entry stays 24 bytes (a
+/// separate flag would pad it to 32, 0.8 MB more at the default capacity). Revisions never
+/// reach bit 63: the counter moves by one per change, and 2^63 changes take 292 years at a
+/// billion a second.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp(u64);
+
+/// The bit of a [`Stamp`] that marks an expiry.
+const EXPIRED: u64 = 1 << 63;
+
+impl Stamp {
+    /// `revision` removed by `kind`: [`EventKind::Expire`] is an expiry; anything else (only
+    /// [`EventKind::Delete`] is ever recorded) a delete.
+    fn new(revision: Revision, kind: EventKind) -> Self {
+        debug_assert!(revision & EXPIRED == 0, "revision {revision} past 2^63");
+        debug_assert!(kind != EventKind::Set, "a set is not a removal");
+        let cause = if kind == EventKind::Expire {
+            EXPIRED
+        } else {
+            0
+        };
+        Self((revision & !EXPIRED) | cause)
+    }
+
+    fn revision(self) -> Revision {
+        self.0 & !EXPIRED
+    }
+
+    /// [`EventKind::Expire`] or [`EventKind::Delete`].
+    fn kind(self) -> EventKind {
+        if self.0 & EXPIRED == 0 {
+            EventKind::Delete
+        } else {
+            EventKind::Expire
+        }
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.revision(), self.kind())
+    }
+}
+
 /// The removals on record.
+///
+/// Memory per removal kept: an `order` entry (24 bytes: a [`Stamp`] and the name's pointer),
+/// a `tombstones` bucket (24 bytes and a control byte, in a power-of-two table at most 7/8
+/// full: 131,072 buckets for the default 100,000, 33 bytes a removal), so about 57 bytes,
+/// plus the name's own allocation, which the removed register leaves behind. The cause is in
+/// the stamp and adds nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Kept {
-    /// Latest removal revision per name.
+    /// Latest removal revision per name (the cause is in `order`: only a replay asks for it,
+    /// and it walks `order`).
     tombstones: HashMap<Arc<str>, Revision, Hasher>,
-    /// Removals in revision order, for eviction (entries a later removal of the same name
-    /// superseded stay until evicted; `tombstones` tells them apart).
-    order: VecDeque<(Revision, Arc<str>)>,
+    /// Removals in revision order, with their causes, for eviction and replay (entries a later
+    /// removal of the same name superseded stay until evicted; `tombstones` tells them apart).
+    order: VecDeque<(Stamp, Arc<str>)>,
 }
+
+// The packing above is what keeps an order entry at 24 bytes; say so if it ever stops.
+const _: () = assert!(std::mem::size_of::<(Stamp, Arc<str>)>() == 24);
 
 /// Removals recorded during a deferral.
 #[derive(Debug)]
 struct Deferred {
     /// The latest `capacity` removals recorded since the deferral began and not yet folded, in
-    /// revision order.
-    tail: VecDeque<(Revision, Arc<str>)>,
+    /// revision order, with their causes.
+    tail: VecDeque<(Stamp, Arc<str>)>,
     /// The newest revision that fell out of the full `tail` unfolded: recording one by one,
     /// the removals in `tail` would have evicted it and everything before it.
     dropped: Option<Revision>,
@@ -77,6 +139,15 @@ struct Deferred {
     latest: Revision,
     /// Every name recorded since the deferral began (folded or not), as hash bits.
     names: NameFilter,
+}
+
+/// A removal as [`History::removals_after`] answers it: name, revision, and
+/// [`EventKind::Delete`] or [`EventKind::Expire`].
+pub(crate) type Removed = (Arc<str>, Revision, EventKind);
+
+/// A kept removal as answered.
+fn removed((stamp, name): &(Stamp, Arc<str>)) -> Removed {
+    (Arc::clone(name), stamp.revision(), stamp.kind())
 }
 
 /// What a fold step leaves for the caller to drop after releasing the commit lock (a hundred
@@ -99,19 +170,14 @@ impl Kept {
 
     /// Records one removal, evicting the oldest beyond `capacity` (at least 1) and moving
     /// `horizon` to the newest evicted.
-    fn record(
-        &mut self,
-        name: Arc<str>,
-        revision: Revision,
-        capacity: usize,
-        horizon: &mut Revision,
-    ) {
+    fn record(&mut self, name: Arc<str>, stamp: Stamp, capacity: usize, horizon: &mut Revision) {
         // Evict before adding (the same end state as adding first), so that a full record
         // never needs room for `capacity + 1`.
         while self.order.len() >= capacity {
             let Some((evicted, name)) = self.order.pop_front() else {
                 break;
             };
+            let evicted = evicted.revision();
             if self.tombstones.get(&name) == Some(&evicted) {
                 self.tombstones.remove(&name);
             }
@@ -122,8 +188,13 @@ impl Kept {
             let room = (self.order.len() * 2).max(16).min(capacity);
             self.order.reserve_exact(room - self.order.len());
         }
-        self.tombstones.insert(Arc::clone(&name), revision);
-        self.order.push_back((revision, name));
+        self.tombstones.insert(Arc::clone(&name), stamp.revision());
+        self.order.push_back((stamp, name));
+    }
+
+    /// Whether `stamp` is `name`'s latest removal on record (not superseded by a later one).
+    fn is_latest(&self, stamp: Stamp, name: &str) -> bool {
+        self.tombstones.get(name) == Some(&stamp.revision())
     }
 }
 
@@ -157,25 +228,28 @@ impl History {
         self.deferred.is_some()
     }
 
-    /// Records that `name` was removed at `revision` (revisions arrive in increasing order).
-    pub(crate) fn record(&mut self, name: Arc<str>, revision: Revision) {
+    /// Records that `name` was removed at `revision` by `kind`: [`EventKind::Delete`] or
+    /// [`EventKind::Expire`], the kind of the removal's feed event (revisions arrive in
+    /// increasing order).
+    pub(crate) fn record(&mut self, name: Arc<str>, revision: Revision, kind: EventKind) {
         if self.capacity == 0 {
             self.horizon = revision;
             return;
         }
+        let stamp = Stamp::new(revision, kind);
         match &mut self.deferred {
             None => self
                 .kept
-                .record(name, revision, self.capacity, &mut self.horizon),
+                .record(name, stamp, self.capacity, &mut self.horizon),
             Some(deferred) => {
                 deferred.names.insert(&name);
                 deferred.latest = revision;
                 if deferred.tail.len() >= self.capacity {
                     if let Some((dropped, _)) = deferred.tail.pop_front() {
-                        deferred.dropped = Some(dropped);
+                        deferred.dropped = Some(dropped.revision());
                     }
                 }
-                deferred.tail.push_back((revision, name));
+                deferred.tail.push_back((stamp, name));
             }
         }
     }
@@ -198,11 +272,11 @@ impl History {
             self.horizon = dropped;
         }
         for _ in 0..limit {
-            let Some((revision, name)) = deferred.tail.pop_front() else {
+            let Some((stamp, name)) = deferred.tail.pop_front() else {
                 break;
             };
             self.kept
-                .record(name, revision, self.capacity, &mut self.horizon);
+                .record(name, stamp, self.capacity, &mut self.horizon);
         }
         let done = deferred.tail.is_empty();
         if done {
@@ -237,9 +311,11 @@ impl History {
         }
     }
 
-    /// Removals after `after`, as (name, revision), or `None` when `after` is older than the
-    /// history kept. During a deferral, what recording every deferred removal would answer.
-    pub(crate) fn removals_after(&self, after: Revision) -> Option<Vec<(Arc<str>, Revision)>> {
+    /// Removals after `after`, as (name, revision, kind) with kind [`EventKind::Delete`] or
+    /// [`EventKind::Expire`], each name's latest only, in revision order; or `None` when
+    /// `after` is older than the history kept. During a deferral, what recording every
+    /// deferred removal would answer.
+    pub(crate) fn removals_after(&self, after: Revision) -> Option<Vec<Removed>> {
         let Some(deferred) = &self.deferred else {
             if after < self.horizon {
                 return None;
@@ -247,13 +323,13 @@ impl History {
             let start = self
                 .kept
                 .order
-                .partition_point(|(revision, _)| *revision <= after);
+                .partition_point(|(stamp, _)| stamp.revision() <= after);
             return Some(
                 self.kept
                     .order
                     .range(start..)
-                    .filter(|(revision, name)| self.kept.tombstones.get(name) == Some(revision))
-                    .map(|(revision, name)| (Arc::clone(name), *revision))
+                    .filter(|(stamp, name)| self.kept.is_latest(*stamp, name))
+                    .map(removed)
                     .collect(),
             );
         };
@@ -265,7 +341,7 @@ impl History {
             None => {
                 let evicted = (kept.len() + deferred.tail.len()).saturating_sub(self.capacity);
                 let horizon = match evicted.checked_sub(1).and_then(|last| kept.get(last)) {
-                    Some(&(revision, _)) => revision,
+                    Some(&(stamp, _)) => stamp.revision(),
                     None => self.horizon,
                 };
                 (evicted, horizon)
@@ -275,20 +351,20 @@ impl History {
             return None;
         }
         let start = kept
-            .partition_point(|(revision, _)| *revision <= after)
+            .partition_point(|(stamp, _)| stamp.revision() <= after)
             .max(evicted);
         let tail_start = deferred
             .tail
-            .partition_point(|(revision, _)| *revision <= after);
+            .partition_point(|(stamp, _)| stamp.revision() <= after);
         // Each name's latest removal only: walk newest first, keep a name the first time.
         let mut seen = HashSet::with_hasher(Hasher::default());
-        let mut removals: Vec<(Arc<str>, Revision)> = deferred
+        let mut removals: Vec<Removed> = deferred
             .tail
             .range(tail_start..)
             .rev()
             .chain(kept.range(start..).rev())
             .filter(|(_, name)| seen.insert(&**name))
-            .map(|(revision, name)| (Arc::clone(name), *revision))
+            .map(removed)
             .collect();
         removals.reverse();
         Some(removals)
@@ -351,21 +427,27 @@ impl NameFilter {
 mod tests {
     use super::*;
 
+    const DELETE: EventKind = EventKind::Delete;
+    const EXPIRE: EventKind = EventKind::Expire;
+
     #[test]
     fn remembers_removals_and_forgets_the_oldest() {
         let mut history = History::new(2);
-        history.record(Arc::from("a"), 5);
-        history.record(Arc::from("b"), 7);
+        history.record(Arc::from("a"), 5, DELETE);
+        history.record(Arc::from("b"), 7, DELETE);
         assert!(history.removed_after("a", 4));
         assert!(!history.removed_after("a", 5));
         assert!(!history.removed_after("c", 0), "nothing forgotten yet");
-        history.record(Arc::from("c"), 9);
+        history.record(Arc::from("c"), 9, DELETE);
         assert_eq!(history.horizon(), 5);
         assert!(history.removed_after("a", 4), "forgotten: cannot say no");
         assert!(!history.removed_after("a", 5));
         assert_eq!(
             history.removals_after(6),
-            Some(vec![(Arc::from("b"), 7), (Arc::from("c"), 9)])
+            Some(vec![
+                (Arc::from("b"), 7, DELETE),
+                (Arc::from("c"), 9, DELETE)
+            ])
         );
         assert_eq!(history.removals_after(4), None);
     }
@@ -373,10 +455,48 @@ mod tests {
     #[test]
     fn a_name_removed_twice_keeps_its_latest_removal() {
         let mut history = History::new(3);
-        history.record(Arc::from("a"), 2);
-        history.record(Arc::from("a"), 4);
+        history.record(Arc::from("a"), 2, DELETE);
+        history.record(Arc::from("a"), 4, DELETE);
         assert!(history.removed_after("a", 3));
-        assert_eq!(history.removals_after(0), Some(vec![(Arc::from("a"), 4)]));
+        assert_eq!(
+            history.removals_after(0),
+            Some(vec![(Arc::from("a"), 4, DELETE)])
+        );
+    }
+
+    /// Each removal keeps its own cause, through eviction and a name removed again by the
+    /// other cause; the packing leaves the revision whole.
+    #[test]
+    fn remembers_whether_a_removal_was_a_delete_or_an_expiry() {
+        let mut history = History::new(3);
+        history.record(Arc::from("a"), 1, EXPIRE);
+        history.record(Arc::from("b"), 2, DELETE);
+        history.record(Arc::from("c"), 3, EXPIRE);
+        assert_eq!(
+            history.removals_after(0),
+            Some(vec![
+                (Arc::from("a"), 1, EXPIRE),
+                (Arc::from("b"), 2, DELETE),
+                (Arc::from("c"), 3, EXPIRE),
+            ])
+        );
+        // `a` again, deleted this time: its latest cause wins; evicts `a`'s expiry at 1.
+        history.record(Arc::from("a"), 4, DELETE);
+        assert_eq!(history.horizon(), 1);
+        assert!(history.removed_after("c", 2));
+        assert!(!history.removed_after("c", 3));
+        assert_eq!(
+            history.removals_after(1),
+            Some(vec![
+                (Arc::from("b"), 2, DELETE),
+                (Arc::from("c"), 3, EXPIRE),
+                (Arc::from("a"), 4, DELETE),
+            ])
+        );
+        for (revision, kind) in [(0, DELETE), (7, EXPIRE), (EXPIRED - 1, EXPIRE)] {
+            let stamp = Stamp::new(revision, kind);
+            assert_eq!((stamp.revision(), stamp.kind()), (revision, kind));
+        }
     }
 
     /// A small deterministic generator (xorshift), so the cases below need no dependency.
@@ -438,17 +558,18 @@ mod tests {
     }
 
     impl Twin {
-        fn remove(&mut self, name: &Arc<str>) {
+        fn remove(&mut self, name: &Arc<str>, kind: EventKind) {
             self.revision += 1;
-            self.exact.record(Arc::clone(name), self.revision);
-            self.deferred.record(Arc::clone(name), self.revision);
+            self.exact.record(Arc::clone(name), self.revision, kind);
+            self.deferred.record(Arc::clone(name), self.revision, kind);
             self.removed.push((self.revision, Arc::clone(name)));
         }
     }
 
     /// A deferred pass (with duplicate names, other removals interleaved, fewer removals than
-    /// due, and prior history) folds into exactly the state recording one by one leaves, and
-    /// while deferred it never answers "not removed" for a name removed after the question.
+    /// due, and prior history, deletes and expiries mixed) folds into exactly the state
+    /// recording one by one leaves, causes included, and while deferred it never answers "not
+    /// removed" for a name removed after the question.
     #[test]
     fn a_deferred_pass_folds_into_what_recording_one_by_one_leaves() {
         let names: Vec<Arc<str>> = (0..12).map(|i| Arc::from(format!("n{i}"))).collect();
@@ -462,15 +583,19 @@ mod tests {
                 removed: Vec::new(),
             };
             let pick = |rng: &mut Rng| Arc::clone(&names[rng.below(12) as usize]);
+            let cause = |rng: &mut Rng| [DELETE, EXPIRE][rng.below(2) as usize];
             for _ in 0..rng.below(10) {
-                twin.remove(&pick(&mut rng));
+                twin.remove(&pick(&mut rng), cause(&mut rng));
             }
             // Due timers: sometimes fewer expire than are due (refreshed in the meantime).
             let due = capacity + 1 + rng.below(10) as usize;
             let expiring = rng.below(due as u64 + 1) as usize;
             assert!(twin.deferred.defer(due));
             for _ in 0..expiring {
-                twin.remove(&pick(&mut rng));
+                // The pass's expiries, and now and then another writer's delete between its
+                // batches.
+                let kind = if rng.below(4) == 0 { DELETE } else { EXPIRE };
+                twin.remove(&pick(&mut rng), kind);
                 // Safe while deferred: a name removed after `after` is never "not removed".
                 for after in 0..=twin.revision {
                     for (_, name) in twin.removed.iter().filter(|(r, _)| *r > after) {
@@ -491,7 +616,7 @@ mod tests {
             let (done, garbage) = twin.deferred.fold(step, &mut None);
             drop(garbage);
             if !done && rng.below(2) == 0 {
-                twin.remove(&pick(&mut rng));
+                twin.remove(&pick(&mut rng), cause(&mut rng));
             }
             fold_all(&mut twin.deferred, step, case % 2 == 0);
             assert_eq!(state(&twin.deferred), state(&twin.exact), "case {case}");

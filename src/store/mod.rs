@@ -121,17 +121,24 @@ pub struct Registers {
 }
 
 /// What changed after a revision, as current state; see [`Registry::replay`].
+///
+/// `set` and `removed` together are what the feed would have said after the revision, with
+/// each register's intermediate changes left out: merged by revision, they replay as
+/// [`Event`]s would (`set` as [`EventKind::Set`], `removed` with its own kind).
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
     /// The revision this replay is consistent with: follow the feed from here.
     pub revision: Revision,
     /// Selected registers that exist and changed after the revision, in revision order.
     pub set: Vec<Arc<Register>>,
-    /// Selected names removed after the revision that do not exist now, with the removal
-    /// revision, in revision order.
-    pub deleted: Vec<(Arc<str>, Revision)>,
+    /// Selected names removed after the revision that do not exist now, in revision order:
+    /// (name, removal revision, why). Why is the kind of the removal's feed event:
+    /// [`EventKind::Delete`] for [`Registry::remove`] (`DELETE /provider`),
+    /// [`EventKind::Expire`] for a TTL that ran out; never [`EventKind::Set`]. A name removed
+    /// more than once appears once, with its latest removal.
+    pub removed: Vec<(Arc<str>, Revision, EventKind)>,
     /// False when the revision is older than the removal history: removals may be missing
-    /// from `deleted`.
+    /// from `removed`.
     pub complete: bool,
 }
 
@@ -546,7 +553,8 @@ impl Registry {
     }
 
     /// What changed after `after`, as current state: the selected registers whose revision is
-    /// above it and the selected names removed since. Subscribe to the feed *before* calling
+    /// above it and the selected names removed since, each with whether it was deleted or
+    /// expired (see [`Replay::removed`]). Subscribe to the feed *before* calling
     /// this, then skip feed events whose revision is not above `Replay::revision`.
     pub fn replay(&self, selector: &Selector, after: Revision) -> Replay {
         self.shared().replay(selector, after)
@@ -771,7 +779,9 @@ impl Shared {
         let (name, entry) = self.registers.remove(name)?;
         entry.kill();
         let revision = self.next_revision(&commit);
-        commit.history.record(Arc::clone(&name), revision);
+        commit
+            .history
+            .record(Arc::clone(&name), revision, EventKind::Delete);
         let _no_subscribers = self.feed.send(Event {
             kind: EventKind::Delete,
             name: Arc::clone(&name),
@@ -857,17 +867,17 @@ impl Shared {
         set.sort_unstable_by_key(|r| r.revision);
         let removals = self.commit.lock().history.removals_after(after);
         let complete = removals.is_some();
-        let deleted = removals
+        let removed = removals
             .unwrap_or_default()
             .into_iter()
-            .filter(|(name, removed)| {
+            .filter(|(name, removed, _)| {
                 *removed <= revision && selector.contains(name) && self.get(name).is_none()
             })
             .collect();
         Replay {
             revision,
             set,
-            deleted,
+            removed,
             complete,
         }
     }
