@@ -15,6 +15,7 @@ fn brief() -> Common {
         target: Target::InProcess,
         duration: Duration::from_millis(400),
         warmup: Duration::from_millis(100),
+        ..Common::default()
     }
 }
 
@@ -144,4 +145,95 @@ async fn a_bad_url_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("only http://"), "{error}");
+}
+
+/// A reg server of the test's own, at a URL, as a user's real server would be.
+async fn real_server() -> (reg::server::RunningServer, Common) {
+    let server = reg::server::Server::builder()
+        .registry(reg::Registry::new())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let common = Common {
+        target: Target::Url(format!("http://{}", server.local_addr())),
+        ..brief()
+    };
+    (server, common)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_against_a_url_leaves_nothing_behind() {
+    let scenarios = [
+        Scenario::Read(small()),
+        Scenario::Write(small()),
+        Scenario::Commands(CommandsOptions {
+            providers: 4,
+            drivers: 2,
+        }),
+        Scenario::Fanout(FanoutOptions {
+            polls: 20,
+            connections: 2,
+            ceiling_command: None,
+        }),
+        Scenario::Fleet(FleetOptions {
+            devices: 20,
+            registers_per_device: 3,
+            ttl: Duration::from_secs(4),
+            consumers: 4,
+            device_connections: 2,
+            change_ratio: 1.0,
+        }),
+    ];
+    for scenario in scenarios {
+        let (server, common) = real_server().await;
+        // Someone's own register, which the bench must not touch.
+        server
+            .registry()
+            .set(
+                "kitchen.temp",
+                reg::Json::from(21_i64),
+                None,
+                Some(Duration::from_secs(600)),
+            )
+            .unwrap();
+        let report = run(&scenario, &common, false).await.unwrap();
+        assert!(
+            report.rows.iter().all(|r| r.errors == 0),
+            "{}",
+            report.table()
+        );
+        let left = server.registry().len();
+        assert_eq!(left, 1, "{}: {left} registers left", scenario.name());
+        assert!(server.registry().get("kitchen.temp").is_some());
+        server.shutdown_and_wait().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_runs_report_each_run() {
+    let common = Common { runs: 3, ..brief() };
+    let report = run(&Scenario::Read(small()), &common, false).await.unwrap();
+    assert_eq!(report.runs, 3);
+    let row = &report.rows[0];
+    assert_eq!(row.runs.len(), 3, "{}", report.table());
+    assert!(row
+        .runs
+        .iter()
+        .all(|r| r.throughput.is_some_and(|t| t > 0.0)
+            && r.ceiling_throughput.is_some_and(|t| t > 0.0)));
+    let shown = row.throughput.unwrap();
+    assert!(
+        row.runs.iter().any(|r| r.throughput == Some(shown)),
+        "the median run is one of them"
+    );
+    assert!(
+        report.table().contains("  runs: ops/s "),
+        "{}",
+        report.table()
+    );
+    let timeline = row.timeline.as_ref().unwrap();
+    assert!(!timeline.reg.is_empty() && !timeline.ceiling.is_empty());
+    let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+    assert_eq!(json["rows"][0]["runs"].as_array().unwrap().len(), 3);
+    assert!(json["warnings"].is_array());
 }

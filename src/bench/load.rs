@@ -64,6 +64,11 @@ pub(crate) struct LoadResult {
     pub(crate) elapsed: Duration,
     /// Latency of the measured requests, µs.
     pub(crate) latency: Histogram<u64>,
+    /// Requests answered 2xx in each `interval` of the measured window, by when they were
+    /// answered: throughput over time.
+    pub(crate) timeline: Vec<u64>,
+    /// The width of a `timeline` slot.
+    pub(crate) interval: Duration,
 }
 
 impl LoadResult {
@@ -71,6 +76,24 @@ impl LoadResult {
     pub(crate) fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
+
+    /// Throughput over time: requests/s in each `interval`.
+    pub(crate) fn rates(&self) -> Vec<f64> {
+        let seconds = self.interval.as_secs_f64().max(f64::EPSILON);
+        self.timeline.iter().map(|&n| n as f64 / seconds).collect()
+    }
+}
+
+/// The `timeline` slot width for a measured window: a quarter of a second, or 1/200 of the
+/// window when that is longer (at most 200 points).
+pub(crate) fn interval_for(duration: Duration) -> Duration {
+    (duration / 200).max(Duration::from_millis(250))
+}
+
+/// Slots of `interval` that cover `duration` (the last may be partial).
+fn slots(duration: Duration, interval: Duration) -> usize {
+    let n = duration.as_nanos().div_ceil(interval.as_nanos().max(1));
+    usize::try_from(n).unwrap_or(usize::MAX).clamp(1, 100_000)
 }
 
 #[derive(Debug, Default)]
@@ -119,10 +142,15 @@ pub(crate) async fn run(load: &Load, requests: Requests) -> std::io::Result<Load
             .await
         }));
     }
+    let interval = interval_for(load.duration);
     let mut latency = histogram();
+    let mut timeline = vec![0; slots(load.duration, interval)];
     for task in tasks {
-        if let Ok(h) = task.await {
+        if let Ok((h, answered)) = task.await {
             let _ = latency.add(&h);
+            for (total, n) in timeline.iter_mut().zip(answered) {
+                *total += n;
+            }
         }
     }
     Ok(LoadResult {
@@ -131,6 +159,8 @@ pub(crate) async fn run(load: &Load, requests: Requests) -> std::io::Result<Load
         errors: counters.errors.load(Ordering::Relaxed),
         elapsed: load.duration,
         latency,
+        timeline,
+        interval,
     })
 }
 
@@ -145,8 +175,10 @@ async fn connection(
     start: Instant,
     measure_from: Instant,
     end: Instant,
-) -> Histogram<u64> {
+) -> (Histogram<u64>, Vec<u64>) {
     let mut latency = histogram();
+    let interval = interval_for(load.duration);
+    let mut answered = vec![0u64; slots(load.duration, interval)];
     let len = requests.len() as u64;
     loop {
         // Ordering: Relaxed: a ticket counter; tickets only need to be unique.
@@ -170,12 +202,19 @@ async fn connection(
         match conn.send(request).await {
             Ok(response) => {
                 if measured {
-                    let counter = if (200..300).contains(&response.status) {
-                        &counters.ok
+                    if (200..300).contains(&response.status) {
+                        counters.ok.fetch_add(1, Ordering::Relaxed);
+                        // By when it was answered; one answered after the window (its
+                        // request was due inside it) counts in the last slot.
+                        let at = measure_from.elapsed().as_nanos() / interval.as_nanos().max(1);
+                        let last = answered.len().saturating_sub(1);
+                        let slot = usize::try_from(at).unwrap_or(usize::MAX).min(last);
+                        if let Some(n) = answered.get_mut(slot) {
+                            *n += 1;
+                        }
                     } else {
-                        &counters.bad_status
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                        counters.bad_status.fetch_add(1, Ordering::Relaxed);
+                    }
                     record(&mut latency, due.elapsed());
                 }
             }
@@ -188,5 +227,5 @@ async fn connection(
             }
         }
     }
-    latency
+    (latency, answered)
 }

@@ -13,6 +13,15 @@
 //! * `commands` — change-request round trip.
 //! * `ceiling` — the bare server alone: this machine's HTTP limit.
 //!
+//! **What a run leaves behind.** A run against a server at a URL writes registers named
+//! `bench.…` only, each with a TTL a little longer than the run ([`Common::ttl`]), and deletes
+//! them (`DELETE /provider`) when it ends; a server without that route (Go reg) lets them
+//! expire. The bench never picks a target by itself: without a URL it starts reg in-process.
+//!
+//! **Repeated runs.** `runs` > 1 runs the scenario that many times, reg and the ceiling
+//! alternating which goes first, and reports the median run with every run's figures beside
+//! it and warnings where the machine was too noisy to trust (see `report.rs`).
+//!
 //! Load is open-loop at a target rate with coordinated-omission-corrected latency (see
 //! `load.rs`), or closed-loop (as fast as answered) when no rate is given. Client connections
 //! are spread over 127.0.0.x source addresses.
@@ -27,7 +36,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub use ceiling::serve_ceiling;
-pub use report::{Latency, Machine, Report, Row};
+pub use report::{Latency, Machine, Report, Row, RunFigures, Timeline, NOISY};
 pub use scenarios::{CommandsOptions, FanoutOptions, FleetOptions, ThroughputOptions};
 
 use crate::server::{RunningServer, Server, ServerConfig};
@@ -89,6 +98,10 @@ pub struct Common {
     pub duration: Duration,
     /// How long to run before measuring.
     pub warmup: Duration,
+    /// How many times to run the scenario (at least 1).
+    pub runs: usize,
+    /// Measure the ceiling before reg in scenarios that measure both (`runs` alternates it).
+    pub ceiling_first: bool,
 }
 
 impl Default for Common {
@@ -97,7 +110,19 @@ impl Default for Common {
             target: Target::InProcess,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
+            runs: 1,
+            ceiling_first: false,
         }
+    }
+}
+
+impl Common {
+    /// The TTL of the registers a run writes (other than the fleet's, which has its own): long
+    /// enough that none expires while the run still reads it (a scenario measures at most four
+    /// phases of warmup + duration, each re-writing what it reads), short enough that a run
+    /// that dies before it deletes them leaves nothing behind for long.
+    pub fn ttl(&self) -> Duration {
+        (self.warmup + self.duration) * 5 + Duration::from_secs(60)
     }
 }
 
@@ -268,20 +293,46 @@ pub async fn run(
             "duration must be above zero".into(),
         ));
     }
+    if common.runs == 0 {
+        return Err(BenchError::InvalidParameter(
+            "runs must be at least 1".into(),
+        ));
+    }
     let under = Under::start(&common.target).await?;
     let bar = scenarios::Progress::new(progress, scenario, common);
-    let outcome = match scenario {
-        Scenario::Fleet(options) => scenarios::fleet(&under, common, options, &bar).await,
-        Scenario::Read(options) => scenarios::read(&under, common, options, &bar).await,
-        Scenario::Write(options) => scenarios::write(&under, common, options, &bar).await,
-        Scenario::Fanout(options) => scenarios::fanout(&under, common, options, &bar).await,
-        Scenario::Commands(options) => scenarios::commands(&under, common, options, &bar).await,
-        Scenario::Ceiling(options) => scenarios::ceiling(common, options, &bar).await,
-    };
+    let mut runs = Vec::with_capacity(common.runs);
+    let mut outcome = Ok((Vec::new(), Vec::new()));
+    for run in 0..common.runs {
+        bar.run(run, common.runs);
+        let common = Common {
+            ceiling_first: common.ceiling_first != (run % 2 == 1),
+            ..common.clone()
+        };
+        match once(scenario, &under, &common, &bar).await {
+            Ok((parameters, rows, notes)) => {
+                runs.push(rows);
+                outcome = Ok((parameters, notes));
+            }
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        }
+    }
+    bar.phase("removing the registers the bench wrote");
+    let cleaned = scenarios::clean_up(&under, scenario).await;
     bar.finish();
     let target = under.describe(&common.target);
     under.stop().await;
-    let (parameters, rows, notes) = outcome?;
+    let (mut parameters, mut notes) = outcome?;
+    if common.runs > 1 {
+        parameters.push(("runs".into(), common.runs.to_string()));
+    } else {
+        notes.push("one run: pass --runs 3 (or more) to see how much the figures vary".into());
+    }
+    notes.extend(cleaned);
+    let rows = report::merge(runs);
+    let warnings = report::warnings(&rows);
     Ok(Report {
         scenario: scenario.name().to_string(),
         target,
@@ -289,7 +340,26 @@ pub async fn run(
         parameters,
         rows,
         notes,
+        runs: common.runs,
+        warnings,
     })
+}
+
+/// One run of `scenario` against `under`.
+async fn once(
+    scenario: &Scenario,
+    under: &Under,
+    common: &Common,
+    bar: &scenarios::Progress,
+) -> Result<(Vec<(String, String)>, Vec<Row>, Vec<String>), BenchError> {
+    match scenario {
+        Scenario::Fleet(options) => scenarios::fleet(under, common, options, bar).await,
+        Scenario::Read(options) => scenarios::read(under, common, options, bar).await,
+        Scenario::Write(options) => scenarios::write(under, common, options, bar).await,
+        Scenario::Fanout(options) => scenarios::fanout(under, common, options, bar).await,
+        Scenario::Commands(options) => scenarios::commands(under, common, options, bar).await,
+        Scenario::Ceiling(options) => scenarios::ceiling(common, options, bar).await,
+    }
 }
 
 #[cfg(test)]

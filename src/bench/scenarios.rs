@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::bench::ceiling::Ceiling;
 use crate::bench::http::{request, source_ip, Conn, Response};
 use crate::bench::load::{self, histogram, record, Load, LoadResult};
-use crate::bench::report::{Latency, Row};
+use crate::bench::report::{Latency, Row, Timeline};
 use crate::bench::{BenchError, Common, Scenario, Under};
 use crate::json::{parse_tree, Node};
 
@@ -41,8 +41,22 @@ impl Progress {
         Progress { bar }
     }
 
-    fn phase(&self, message: impl Into<String>) {
+    pub(crate) fn phase(&self, message: impl Into<String>) {
         self.bar.set_message(message.into());
+    }
+
+    /// Run `run` (from 0) of `runs` begins.
+    pub(crate) fn run(&self, run: usize, runs: usize) {
+        if runs > 1 {
+            let prefix = self.bar.prefix();
+            let scenario = prefix
+                .split(" (run ")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            self.bar
+                .set_prefix(format!("{scenario} (run {}/{runs})", run + 1));
+        }
     }
 
     pub(crate) fn finish(&self) {
@@ -294,9 +308,24 @@ async fn populate(
     Ok(())
 }
 
+/// The order of a run's two measurements: `true` is the ceiling's turn.
+fn ceiling_order(common: &Common) -> [bool; 2] {
+    [common.ceiling_first, !common.ceiling_first]
+}
+
+/// The TTL of the registers a run writes, as a Go duration (see [`Common::ttl`]).
+fn ttl(common: &Common) -> String {
+    crate::format_go_duration(common.ttl())
+}
+
 fn row_from(name: &str, reg: &LoadResult, ceiling: Option<&LoadResult>) -> Row {
     Row {
         throughput: Some(reg.throughput()),
+        timeline: Some(Timeline {
+            interval_s: reg.interval.as_secs_f64(),
+            reg: reg.rates(),
+            ceiling: ceiling.map(LoadResult::rates).unwrap_or_default(),
+        }),
         latency: Latency::from_histogram(&reg.latency),
         ceiling_throughput: ceiling.map(LoadResult::throughput),
         ceiling_latency: ceiling.and_then(|c| Latency::from_histogram(&c.latency)),
@@ -347,11 +376,12 @@ pub(crate) async fn read(
     options: &ThroughputOptions,
     bar: &Progress,
 ) -> Outcome {
+    let ttl = ttl(common);
     let names: Vec<String> = (0..options.registers.max(1))
         .map(|i| format!("bench.read.{i}"))
         .collect();
     bar.phase("populating");
-    populate(under, &names, &value_text(options.value_bytes, 0), "1h").await?;
+    populate(under, &names, &value_text(options.value_bytes, 0), &ttl).await?;
     let requests: Vec<Vec<u8>> = names
         .iter()
         .map(|n| request("GET", &format!("/consumer?name={n}"), under.addr, None))
@@ -360,21 +390,25 @@ pub(crate) async fn read(
     let sample = expect(&mut sample_conn, &requests[0], "sampling a response").await?;
     drop(sample_conn);
 
-    bar.phase("GET /consumer against reg");
-    let reg = run_load(
-        &load_for(under.addr, common, options.connections, options.rate),
-        requests.clone(),
-    )
-    .await?;
-    bar.phase("the same load against the ceiling server");
     let ceiling = Ceiling::start(200, sample.body.clone())
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
-    let top = run_load(
-        &load_for(ceiling.addr(), common, options.connections, options.rate),
-        requests,
-    )
-    .await?;
+    let reg_load = load_for(under.addr, common, options.connections, options.rate);
+    let top_load = load_for(ceiling.addr(), common, options.connections, options.rate);
+    let mut reg = None;
+    let mut top = None;
+    for ceiling_turn in ceiling_order(common) {
+        if ceiling_turn {
+            bar.phase("the same load against the ceiling server");
+            top = Some(run_load(&top_load, requests.clone()).await?);
+        } else {
+            bar.phase("GET /consumer against reg");
+            reg = Some(run_load(&reg_load, requests.clone()).await?);
+        }
+    }
+    let (Some(reg), Some(top)) = (reg, top) else {
+        return Err(BenchError::Protocol("a load did not run".into()));
+    };
     let row = row_from(
         &format!("GET /consumer, 1 name ({} B answer)", sample.body.len()),
         &reg,
@@ -391,6 +425,7 @@ pub(crate) async fn write(
     options: &ThroughputOptions,
     bar: &Progress,
 ) -> Outcome {
+    let ttl = ttl(common);
     let count = options.registers.max(1);
     // Request j writes register j % count with value variant (j / count) % 2: consecutive
     // writes to one register always differ.
@@ -400,16 +435,16 @@ pub(crate) async fn write(
             put_provider(
                 under.addr,
                 &[(name, value_text(options.value_bytes, (j / count) % 2))],
-                "1h",
+                &ttl,
             )
         })
         .collect();
     let refresh_names: Vec<String> = (0..count).map(|i| format!("bench.refresh.{i}")).collect();
     let value = value_text(options.value_bytes, 0);
-    populate(under, &refresh_names, &value, "1h").await?;
+    populate(under, &refresh_names, &value, &ttl).await?;
     let refreshes: Vec<Vec<u8>> = refresh_names
         .iter()
-        .map(|n| put_provider(under.addr, &[(n.clone(), value.clone())], "1h"))
+        .map(|n| put_provider(under.addr, &[(n.clone(), value.clone())], &ttl))
         .collect();
 
     let load = load_for(under.addr, common, options.connections, options.rate);
@@ -418,12 +453,22 @@ pub(crate) async fn write(
         .map_err(BenchError::io("starting the ceiling server"))?;
     let top_load = load_for(ceiling.addr(), common, options.connections, options.rate);
 
-    bar.phase("PUT /provider (every write a change) against reg");
-    let reg_changes = run_load(&load, changes.clone()).await?;
-    bar.phase("PUT /provider (every write a refresh) against reg");
-    let reg_refreshes = run_load(&load, refreshes).await?;
-    bar.phase("the same load against the ceiling server");
-    let top = run_load(&top_load, changes).await?;
+    let mut reg = None;
+    let mut top = None;
+    for ceiling_turn in ceiling_order(common) {
+        if ceiling_turn {
+            bar.phase("the same load against the ceiling server");
+            top = Some(run_load(&top_load, changes.clone()).await?);
+        } else {
+            bar.phase("PUT /provider (every write a change) against reg");
+            let changed = run_load(&load, changes.clone()).await?;
+            bar.phase("PUT /provider (every write a refresh) against reg");
+            reg = Some((changed, run_load(&load, refreshes.clone()).await?));
+        }
+    }
+    let (Some((reg_changes, reg_refreshes)), Some(top)) = (reg, top) else {
+        return Err(BenchError::Protocol("a load did not run".into()));
+    };
     let rows = vec![
         row_from(
             "PUT /provider, 1 register, a change",
@@ -573,13 +618,14 @@ pub(crate) async fn fanout(
     options: &FanoutOptions,
     bar: &Progress,
 ) -> Outcome {
+    let ttl = ttl(common);
     let n = options.polls.max(1);
     let mut notes = Vec::new();
     let mut control = connect(under.addr, 0).await?;
     let hot = "bench.fanout.hot".to_string();
     expect(
         &mut control,
-        &put_provider(under.addr, &[(hot.clone(), "0".into())], "1h"),
+        &put_provider(under.addr, &[(hot.clone(), "0".into())], &ttl),
         "creating the register",
     )
     .await?;
@@ -601,7 +647,7 @@ pub(crate) async fn fanout(
     }
     let rss_parked = under.rss().await;
     bar.phase("PUT → every parked poll answered");
-    let put = put_provider(under.addr, &[(hot.clone(), "1".into())], "1h");
+    let put = put_provider(under.addr, &[(hot.clone(), "1".into())], &ttl);
     let (latency, failed) = release(conns, &mut control, &put).await?;
 
     bar.phase(format!(
@@ -618,7 +664,7 @@ pub(crate) async fn fanout(
     while ceiling.parked().await < n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let top_put = put_provider(ceiling.addr(), &[(hot.clone(), "1".into())], "1h");
+    let top_put = put_provider(ceiling.addr(), &[(hot.clone(), "1".into())], &ttl);
     let (top_latency, _) = release(top_conns, &mut top_control, &top_put).await?;
     drop(ceiling);
 
@@ -644,15 +690,18 @@ pub(crate) async fn fanout(
     }
 
     // Phase 2: PUT throughput with no parked polls vs. n polls parked on n other registers.
-    let load_names: Vec<String> = (0..1000)
+    let load_names: Vec<String> = (0..FANOUT_LOAD_REGISTERS)
         .map(|i| format!("bench.fanout.load.{i}"))
         .collect();
-    let changes: Vec<Vec<u8>> = (0..2000)
+    let changes: Vec<Vec<u8>> = (0..2 * FANOUT_LOAD_REGISTERS)
         .map(|j| {
             put_provider(
                 under.addr,
-                &[(load_names[j % 1000].clone(), (j / 1000).to_string())],
-                "1h",
+                &[(
+                    load_names[j % FANOUT_LOAD_REGISTERS].clone(),
+                    (j / FANOUT_LOAD_REGISTERS).to_string(),
+                )],
+                &ttl,
             )
         })
         .collect();
@@ -696,10 +745,11 @@ pub(crate) async fn commands(
     options: &CommandsOptions,
     bar: &Progress,
 ) -> Outcome {
+    let ttl = ttl(common);
     let providers = options.providers.max(1);
     let drivers = options.drivers.clamp(1, providers);
     let names: Vec<String> = (0..providers).map(|p| format!("bench.cmd.{p}")).collect();
-    populate(under, &names, "0", "1h").await?;
+    populate(under, &names, "0", &ttl).await?;
     let addr = under.addr;
     let stop = Instant::now() + common.warmup + common.duration;
 
@@ -710,6 +760,7 @@ pub(crate) async fn commands(
     for (p, name) in names.iter().cloned().enumerate() {
         let mut poll = connect(addr, 2 * p + 1).await?;
         let mut apply = connect(addr, 2 * p + 2).await?;
+        let ttl = ttl.clone();
         provider_tasks.push(tokio::spawn(async move {
             let take = request("GET", &format!("/provider?name={name}&wait=5s"), addr, None);
             while Instant::now() < stop {
@@ -717,7 +768,7 @@ pub(crate) async fn commands(
                     break;
                 };
                 for (_, value) in registers_in(&response.body) {
-                    let put = put_provider(addr, &[(name.clone(), value)], "1h");
+                    let put = put_provider(addr, &[(name.clone(), value)], &ttl);
                     if apply.send(&put).await.is_err() {
                         return;
                     }
@@ -882,10 +933,10 @@ pub(crate) async fn fleet(
                     reading.store(now_us(), Ordering::Relaxed);
                 }
                 let mut registers: Vec<(String, String)> = (1..per_device)
-                    .map(|r| (format!("dev.{device}.{r}"), format!("{{\"n\":{r}}}")))
+                    .map(|r| (format!("bench.dev.{device}.{r}"), format!("{{\"n\":{r}}}")))
                     .collect();
                 registers.push((
-                    format!("dev.{device}.reading"),
+                    format!("bench.dev.{device}.reading"),
                     reading.load(Ordering::Relaxed).to_string(),
                 ));
                 match conn.send(&put_provider(addr, &registers, &ttl)).await {
@@ -909,7 +960,7 @@ pub(crate) async fn fleet(
     for c in 0..consumers {
         let names: Vec<String> = (c..devices)
             .step_by(consumers)
-            .map(|d| format!("dev.{d}.reading"))
+            .map(|d| format!("bench.dev.{d}.reading"))
             .collect();
         let mut conn = connect(addr, options.device_connections + c).await?;
         consumer_tasks.push(tokio::spawn(async move {
@@ -976,7 +1027,7 @@ pub(crate) async fn fleet(
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
     let sample: Vec<(String, String)> = (0..per_device)
-        .map(|r| (format!("dev.0.{r}"), "1".into()))
+        .map(|r| (format!("bench.dev.0.{r}"), "1".into()))
         .collect();
     let top = run_load(
         &Load {
@@ -1030,4 +1081,99 @@ pub(crate) async fn fleet(
         notes.push("in-process: server memory includes the load generator".into());
     }
     Ok((params, vec![refresh, update], notes))
+}
+
+/// Registers the fanout scenario's PUT load cycles over.
+const FANOUT_LOAD_REGISTERS: usize = 1000;
+
+/// Every name a run of `scenario` writes: the formats the scenarios above use, all under
+/// `bench.`.
+fn written(scenario: &Scenario) -> Vec<String> {
+    let numbered = |prefix: &'static str, n: usize| (0..n).map(move |i| format!("{prefix}.{i}"));
+    match scenario {
+        Scenario::Read(o) => numbered("bench.read", o.registers.max(1)).collect(),
+        Scenario::Write(o) => numbered("bench.write", o.registers.max(1))
+            .chain(numbered("bench.refresh", o.registers.max(1)))
+            .collect(),
+        Scenario::Fanout(_) => std::iter::once("bench.fanout.hot".to_string())
+            .chain(numbered("bench.fanout.load", FANOUT_LOAD_REGISTERS))
+            .collect(),
+        Scenario::Commands(o) => numbered("bench.cmd", o.providers.max(1)).collect(),
+        Scenario::Fleet(o) => (0..o.devices.max(1))
+            .flat_map(|d| {
+                (1..o.registers_per_device.max(1))
+                    .map(move |r| format!("bench.dev.{d}.{r}"))
+                    .chain(std::iter::once(format!("bench.dev.{d}.reading")))
+            })
+            .collect(),
+        Scenario::Ceiling(_) => Vec::new(),
+    }
+}
+
+/// A `DELETE /provider` target holds at most this many bytes of names (well inside reg's
+/// 60 KiB target limit, and Go's and most proxies' 8 KiB-plus heads) …
+const DELETE_TARGET_BYTES: usize = 6 * 1024;
+/// … and at most this many names (reg's `--max-names` default is 10,000).
+const DELETE_NAMES: usize = 1000;
+
+/// Deletes what a run of `scenario` wrote on a server at a URL (an in-process server goes
+/// away with the run). Returns notes for the report: nothing when every batch was deleted.
+pub(crate) async fn clean_up(under: &Under, scenario: &Scenario) -> Vec<String> {
+    if under.server.is_some() {
+        return Vec::new();
+    }
+    let names = written(scenario);
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let left = |why: String| {
+        vec![format!(
+            "{why}: the {} registers this run wrote (named bench.*) expire by themselves within \
+             their TTL",
+            names.len()
+        )]
+    };
+    let mut conn = match connect(under.addr, 0).await {
+        Ok(conn) => conn,
+        Err(error) => return left(format!("cannot delete what the bench wrote ({error})")),
+    };
+    let mut batch = String::new();
+    let mut in_batch = 0;
+    for (i, name) in names.iter().enumerate() {
+        if !batch.is_empty() {
+            batch.push(',');
+        }
+        batch.push_str(name);
+        in_batch += 1;
+        let next_fits = names
+            .get(i + 1)
+            .is_some_and(|n| batch.len() + 1 + n.len() <= DELETE_TARGET_BYTES);
+        if next_fits && in_batch < DELETE_NAMES {
+            continue;
+        }
+        let target = format!("/provider?names={batch}");
+        match conn
+            .send(&request("DELETE", &target, under.addr, None))
+            .await
+        {
+            Ok(response) if (200..300).contains(&response.status) => {}
+            Ok(response) if matches!(response.status, 404 | 405) => {
+                return left(format!(
+                    "the server has no DELETE /provider (status {})",
+                    response.status
+                ));
+            }
+            Ok(response) => {
+                return left(format!(
+                    "deleting what the bench wrote failed: status {} ({})",
+                    response.status,
+                    String::from_utf8_lossy(&response.body)
+                ));
+            }
+            Err(error) => return left(format!("deleting what the bench wrote failed ({error})")),
+        }
+        batch.clear();
+        in_batch = 0;
+    }
+    Vec::new()
 }

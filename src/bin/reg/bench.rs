@@ -104,9 +104,15 @@ enum ScenarioCommand {
 
 #[derive(Debug, Args)]
 struct CommonArgs {
-    /// A running reg-compatible server (`http://host:port`); default: start reg in-process.
-    #[arg(long, env = "REGISTRY")]
+    /// Measure the running reg-compatible server at this URL (`http://host:port`): the run
+    /// writes registers named `bench.*` there and deletes them when done. Default: start reg
+    /// in-process. Never read from $REGISTRY, so a bench run cannot load a server by accident.
+    #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// Run the scenario this many times (reg and the ceiling alternating which goes first) and
+    /// report the median run, the spread, and warnings when the machine was too noisy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
     /// How long to measure (Go duration); default 45s for fleet, 10s otherwise.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
@@ -148,6 +154,32 @@ impl LoadArgs {
             rate: self.rate,
             registers: self.registers,
             value_bytes: self.value_bytes,
+        }
+    }
+}
+
+/// Says on stderr, before anything runs, which server the run loads and what it leaves there.
+fn announce(scenario: &Scenario, common: &Common) {
+    let name = scenario.name();
+    match &common.target {
+        Target::Url(url) => eprintln!(
+            "reg bench {name}: loading the server at {url}. It writes registers named bench.* \
+             there (TTL {}) and deletes them when done.",
+            reg::format_go_duration(common.ttl())
+        ),
+        Target::InProcess if matches!(scenario, Scenario::Ceiling(_)) => {
+            eprintln!("reg bench {name}: measuring a bare hyper server in this process.");
+        }
+        Target::InProcess => {
+            let also = if std::env::var_os("REGISTRY").is_some() {
+                " ($REGISTRY is set, but reg bench never reads it.)"
+            } else {
+                ""
+            };
+            eprintln!(
+                "reg bench {name}: measuring a reg server started in this process; pass \
+                 --url http://host:port to load a running one.{also}"
+            );
         }
     }
 }
@@ -234,7 +266,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map_or(Target::InProcess, Target::Url),
         duration: common_args.duration.unwrap_or(default_duration),
         warmup: common_args.warmup,
+        runs: common_args.runs as usize,
+        ceiling_first: false,
     };
+    announce(&scenario, &common);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
