@@ -1,17 +1,22 @@
 //! `reg browse` in a real pseudo-terminal: tmux runs it, the test types keys with
-//! `send-keys` and reads the screen with `capture-pane`, against our server on 127.0.0.1:0.
-//! (The drawing itself is unit-tested with ratatui's `TestBackend` in
-//! `src/bin/reg/browse/ui.rs`.)
+//! `send-keys` and reads the screen with `capture-pane`, against our server on 127.0.0.1:0,
+//! a port that refuses connections, and a Part-A fake without the watch stream. (The drawing
+//! itself is unit-tested with ratatui's `TestBackend` in `src/bin/reg/browse/ui.rs`.)
 //!
-//! Needs `tmux`; without it the test says so and passes without running.
+//! Needs `tmux`; without it the tests say so and pass without running.
 #![allow(clippy::unwrap_used)]
 
 mod cli_support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cli_support::{json, TestServer, STEP};
+use reg::server::{RunningServer, Server};
 use reg::Selector;
 
 /// A tmux server of our own (its own socket, no config), killed when dropped.
@@ -41,20 +46,27 @@ impl Tmux {
         out
     }
 
-    /// Runs `command` in a new 120x30 session.
-    fn start(command: &str) -> Self {
+    /// Runs `command` in a new session of `width` x `height` on a tmux server of its own
+    /// (tests run in parallel).
+    fn start(command: &str, width: u16, height: u16) -> Self {
+        static SESSIONS: AtomicUsize = AtomicUsize::new(0);
         let tmux = Tmux {
-            socket: format!("reg-cli-browse-{}", std::process::id()),
+            socket: format!(
+                "reg-cli-browse-{}-{}",
+                std::process::id(),
+                SESSIONS.fetch_add(1, Ordering::Relaxed)
+            ),
         };
+        let (width, height) = (width.to_string(), height.to_string());
         tmux.tmux(&[
             "new-session",
             "-d",
             "-s",
             "browse",
             "-x",
-            "120",
+            &width,
             "-y",
-            "30",
+            &height,
             command,
         ]);
         tmux
@@ -104,13 +116,48 @@ impl Drop for Tmux {
     }
 }
 
-/// The list's part of a line (the left 60%), where rows are.
+/// The list's part of a line (the left 60% of 120 columns), where rows are.
 fn list_part(line: &str) -> String {
     line.chars().take(72).collect()
 }
 
 fn list_contains(screen: &str, text: &str) -> bool {
     screen.lines().any(|line| list_part(line).contains(text))
+}
+
+/// The list row that shows `name`, if any.
+fn list_row(screen: &str, name: &str) -> Option<String> {
+    screen
+        .lines()
+        .map(list_part)
+        .find(|line| line.contains(name))
+}
+
+/// The status area: the lines between the list's bottom border and the key help (the last
+/// non-empty line), trimmed and joined with spaces, so wrapped text reads as one.
+fn status_text(screen: &str) -> String {
+    let lines: Vec<&str> = screen.lines().collect();
+    let footer = lines
+        .iter()
+        .rposition(|line| !line.trim().is_empty())
+        .unwrap_or(0);
+    let border = lines[..footer]
+        .iter()
+        .rposition(|line| line.starts_with('└'))
+        .map_or(0, |at| at + 1);
+    lines[border..footer]
+        .iter()
+        .map(|line| line.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `reg browse` against `url`, in a shell that says how it exited and then stays.
+fn browse_command(url: &str) -> String {
+    format!(
+        "REGISTRY={url} {} browse; echo \"browse exited $?\"; sleep 60",
+        env!("CARGO_BIN_EXE_reg")
+    )
 }
 
 #[test]
@@ -139,14 +186,11 @@ fn browse_in_a_real_terminal_views_filters_edits_and_quits() {
         .set("door", json(r#""open""#), None, minute)
         .unwrap();
 
-    let command = format!(
-        "REGISTRY={} {} browse; echo \"browse exited $?\"; sleep 60",
-        server.url,
-        env!("CARGO_BIN_EXE_reg")
-    );
-    let tmux = Tmux::start(&command);
+    let tmux = Tmux::start(&browse_command(&server.url), 120, 30);
     tmux.wait_for("the flat list", false, |s| {
-        list_contains(s, "room.lamp") && s.contains("● live") && s.contains("3 registers · flat")
+        list_contains(s, "room.lamp")
+            && status_text(s).starts_with("● live")
+            && s.contains("3 registers · flat")
     });
 
     // Tree view.
@@ -166,7 +210,7 @@ fn browse_in_a_real_terminal_views_filters_edits_and_quits() {
         list_contains(s, "door") && s.contains("q  quit")
     });
 
-    // A register that goes away turns red, then leaves.
+    // A register that is deleted turns red and says so, then leaves.
     server.registry.remove("door");
     // Red is colour 1: SGR 31, or 38;5;1 as tmux writes it back.
     tmux.wait_for("door in red", true, |s| {
@@ -174,7 +218,28 @@ fn browse_in_a_real_terminal_views_filters_edits_and_quits() {
             line.contains("door") && (line.contains("\u{1b}[31m") || line.contains("[38;5;1m"))
         })
     });
+    tmux.wait_for("door deleted", false, |s| {
+        list_row(s, "door").is_some_and(|row| row.contains("deleted"))
+    });
     tmux.wait_for("door gone", false, |s| !list_contains(s, "door"));
+
+    // A register whose TTL runs out says expired. It is on screen before it gets the short
+    // TTL, so it is seen whichever read or event comes first.
+    server
+        .registry
+        .set("blink", json("1"), None, minute)
+        .unwrap();
+    tmux.wait_for("blink listed", false, |s| {
+        list_row(s, "blink").is_some_and(|row| row.contains('1'))
+    });
+    server
+        .registry
+        .set("blink", json("2"), None, Some(Duration::from_millis(50)))
+        .unwrap();
+    tmux.wait_for("blink expired", false, |s| {
+        list_row(s, "blink").is_some_and(|row| row.contains("expired"))
+    });
+    tmux.wait_for("blink gone", false, |s| !list_contains(s, "blink"));
 
     // Edit room.lamp: a change request reaches the registry.
     tmux.keys(&["/"]);
@@ -206,5 +271,154 @@ fn browse_in_a_real_terminal_views_filters_edits_and_quits() {
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("browse to exit", false, |s| s.contains("browse exited"));
     assert!(screen.contains("browse exited 0"), "{screen}");
-    assert!(!screen.contains("reg browse ·"), "{screen}");
+    assert!(!screen.contains("● live"), "{screen}");
+}
+
+/// A port on 127.0.0.1 that is bound but not listening, so connecting is refused at once,
+/// until [`serve_on`] starts our server on it: no other process can take it in between.
+fn refusing_port() -> socket2::Socket {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket
+}
+
+/// Our server, with an empty registry, on `socket` from [`refusing_port`].
+fn serve_on(socket: socket2::Socket) -> (tokio::runtime::Runtime, RunningServer) {
+    socket.listen(128).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from(socket);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        Server::builder().serve(listener).unwrap()
+    });
+    (runtime, server)
+}
+
+#[test]
+fn browse_an_unreachable_server_says_so_whole_at_80_columns_then_goes_live() {
+    if !Tmux::available() {
+        eprintln!("SKIPPED browse_an_unreachable_server: tmux is not installed");
+        return;
+    }
+    let socket = refusing_port();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let url = format!("http://{addr}");
+    let tmux = Tmux::start(&browse_command(&url), 80, 24);
+    let screen = tmux.wait_for("unreachable", false, |s| {
+        status_text(s).starts_with("✗ unreachable (attempt 2)")
+    });
+    // The whole error, wrapped in the status area rather than cut off.
+    let status = status_text(&screen);
+    assert!(
+        status.contains(&format!("cannot connect to {url}")),
+        "{screen}"
+    );
+    assert!(
+        status.ends_with("Connection refused (os error 111)"),
+        "{screen}"
+    );
+    assert!(screen.contains(&format!("cannot reach {url}")), "{screen}");
+    assert!(!screen.contains("no registers"), "{screen}");
+
+    // The server comes up on that port: live, and an empty registry is `no registers`.
+    let (_runtime, _server) = serve_on(socket);
+    let screen = tmux.wait_for("live", false, |s| {
+        status_text(s) == format!("● live · {url}")
+    });
+    assert!(screen.contains("no registers"), "{screen}");
+    assert!(!screen.contains("unreachable"), "{screen}");
+}
+
+/// A Part-A server: `GET /consumer` answers `door` while `door` is set (no `X-Reg-Index`,
+/// `detail` ignored, a poll with `wait` held 100 ms), `/v1/watch` is a 404. One thread per
+/// connection; the threads end with the process.
+fn part_a_fake(door: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let door = Arc::clone(&door);
+            std::thread::spawn(move || part_a_connection(stream, &door));
+        }
+    });
+    url
+}
+
+fn part_a_connection(stream: TcpStream, door: &AtomicBool) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        // The request line, then headers up to the blank line (GETs carry no body).
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+        }
+        let (status, body) = if request.starts_with("GET /consumer") {
+            if request.contains("wait=") {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // Ordering: a flag the test flips, read on the next request; nothing else hangs
+            // on it.
+            if door.load(Ordering::Relaxed) {
+                ("200 OK", r#"{"registers":{"door":{"value":"open"}}}"#)
+            } else {
+                ("200 OK", r#"{"registers":{}}"#)
+            }
+        } else {
+            ("404 Not Found", r#"{"error":"not found"}"#)
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn browse_against_a_server_without_the_watch_stream_says_gone() {
+    if !Tmux::available() {
+        eprintln!("SKIPPED browse_against_a_server_without_the_watch_stream: no tmux");
+        return;
+    }
+    let door = Arc::new(AtomicBool::new(true));
+    let url = part_a_fake(Arc::clone(&door));
+    let tmux = Tmux::start(&browse_command(&url), 120, 30);
+    tmux.wait_for("live, without the watch stream", false, |s| {
+        list_row(s, "door").is_some_and(|row| row.contains("\"open\""))
+            && status_text(s)
+                == format!("● live · {url} · no watch stream at this server: removals show as gone")
+    });
+    door.store(false, Ordering::Relaxed);
+    let screen = tmux.wait_for("door gone", false, |s| {
+        list_row(s, "door").is_some_and(|row| row.contains("gone"))
+    });
+    assert!(
+        !screen.contains("deleted") && !screen.contains("expired"),
+        "{screen}"
+    );
 }

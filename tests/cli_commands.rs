@@ -520,3 +520,69 @@ fn version_prints_the_crate_version() {
     let out = run(reg_at("http://127.0.0.1:1", &["version"]));
     assert_eq!(out.stdout, format!("reg {}\n", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn bench_never_loads_the_registry_in_the_environment() {
+    // REGISTRY names a real server: the bench must measure its own in-process server and
+    // leave this one untouched, and say which it measured.
+    let server = TestServer::start();
+    let out = run(server.reg(&[
+        "bench",
+        "read",
+        "--duration",
+        "200ms",
+        "--warmup",
+        "0s",
+        "--connections",
+        "2",
+        "--registers",
+        "5",
+        "--quiet",
+    ]));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("measuring a reg server started in this process")
+            && out
+                .stderr
+                .contains("$REGISTRY is set, but reg bench never reads it"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("in-process reg"), "{}", out.stdout);
+    assert_eq!(server.registry.len(), 0, "the bench wrote to $REGISTRY");
+    assert_eq!(server.registry.stats().revision, 0);
+
+    // Named with --url, it says so first, and cleans up after itself.
+    let out = run(reg_at(
+        "http://127.0.0.1:1",
+        &[
+            "bench",
+            "read",
+            "--url",
+            &server.url,
+            "--duration",
+            "200ms",
+            "--warmup",
+            "0s",
+            "--connections",
+            "2",
+            "--registers",
+            "5",
+            "--quiet",
+        ],
+    ));
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("loading the server at {}", server.url))
+            && out.stderr.contains("deletes them when done"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        server.registry.stats().revision > 0,
+        "it did load that server"
+    );
+    assert_eq!(server.registry.len(), 0, "what it wrote is deleted");
+}

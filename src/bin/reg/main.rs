@@ -82,8 +82,9 @@ enum Command {
     ///
     /// Flat or tree view (names split on `.`), a filter, a details panel (value, metadata,
     /// revision, time to expiry), and editing a value (sends a change request). Registers that
-    /// expire or are removed stay red for a few seconds. Keys are shown at the bottom; q, Esc or
-    /// Ctrl-C quits.
+    /// are deleted or expire stay red for a few seconds, marked `deleted` or `expired`. A status
+    /// line shows the connection (live, reconnecting, unreachable with the whole error). Keys
+    /// are shown at the bottom; q, Esc or Ctrl-C quits.
     Browse(browse::BrowseArgs),
     /// Serve MCP on stdio for LLM agents: get_register, list_registers, request_change,
     /// set_register.

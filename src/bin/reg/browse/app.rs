@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use reg::client::RegisterValue;
-use reg::Json;
+use reg::{Json, Revision};
 use tokio::time::Instant;
 
 /// How long a register that expired or was removed stays on screen, in red: 3 s.
@@ -27,8 +27,17 @@ pub(crate) struct Entry {
     pub(crate) expires_at: Option<Instant>,
     /// When its value or metadata last changed while we watched (`None`: as first seen).
     pub(crate) changed_at: Option<Instant>,
-    /// When it disappeared (expired or removed): shown red until [`GONE_LINGER`] later.
+    /// When it disappeared (expired or deleted): shown red until [`GONE_LINGER`] later.
     pub(crate) gone_since: Option<Instant>,
+    /// How it disappeared, when the watch stream said (`None`: not gone, or not known).
+    pub(crate) removal: Option<Removal>,
+}
+
+/// How a register went away, as the watch stream reports it (`delete` / `expire` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Deleted,
+    Expired,
 }
 
 /// One register as read from the registry (`GET /consumer?detail=true`).
@@ -78,13 +87,33 @@ pub(crate) enum Mode {
     },
 }
 
-/// The state of the connection to the registry.
+/// The state of the connection to the registry (the detail reads).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Connection {
+    /// No read has answered yet.
     Connecting,
+    /// The last read succeeded.
     Live,
-    /// The last read failed: why.
-    Failed(String),
+    /// The last `attempts` reads failed.
+    Failed {
+        /// Why the last one failed.
+        error: String,
+        attempts: u32,
+        /// Whether a read ever succeeded: reconnecting, rather than unreachable.
+        was_live: bool,
+    },
+}
+
+/// The state of the watch stream, where the kinds of removals come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Watch {
+    /// Not open yet (it opens after the first read, from that read's revision).
+    Waiting,
+    Streaming,
+    /// The server has no `/v1/watch` (a Part-A server): removals show as `gone`.
+    Unsupported,
+    /// The stream broke or could not be opened; it is being reopened.
+    Broken(String),
 }
 
 /// A message in the status line.
@@ -139,6 +168,10 @@ pub(crate) struct App {
     /// The list's scroll offset, as the last render left it.
     pub(crate) offset: usize,
     pub(crate) connection: Connection,
+    pub(crate) watch: Watch,
+    /// Removals the watch stream reported that no read has caught up with yet: the kind and
+    /// the revision of each, so a read made before the removal cannot bring it back.
+    removals: BTreeMap<String, (Removal, Revision)>,
     pub(crate) status: Option<Status>,
     /// A change request sent from here, until the provider confirms it.
     pub(crate) pending: Option<(String, Json)>,
@@ -159,20 +192,37 @@ impl App {
             cursor: 0,
             offset: 0,
             connection: Connection::Connecting,
+            watch: Watch::Waiting,
+            removals: BTreeMap::new(),
             status: None,
             pending: None,
             now,
         }
     }
 
-    /// Takes a full read of the registry made at `read_at`: updates what changed, marks what
-    /// disappeared as gone.
-    pub(crate) fn apply_snapshot(&mut self, registers: Vec<Read>, read_at: Instant) {
+    /// Takes a full read of the registry at revision `index` (`X-Reg-Index`), made at
+    /// `read_at`: updates what changed, marks what disappeared as gone (with its kind, when
+    /// the watch stream told it first).
+    pub(crate) fn apply_snapshot(
+        &mut self,
+        registers: Vec<Read>,
+        index: Option<Revision>,
+        read_at: Instant,
+    ) {
         self.connection = Connection::Live;
         self.now = self.now.max(read_at);
         let mut seen = BTreeSet::new();
         for register in registers {
             let name = register.name;
+            // A read that predates a removal the watch stream already reported.
+            let stale = self.removals.get(&name).is_some_and(|(_, removed)| {
+                register
+                    .revision
+                    .is_some_and(|revision| revision <= *removed)
+            });
+            if stale {
+                continue;
+            }
             let expires_at = register.expires_in.map(|left| read_at + left);
             seen.insert(name.clone());
             match self.registers.get_mut(&name) {
@@ -189,6 +239,7 @@ impl App {
                     entry.created = register.created;
                     entry.expires_at = expires_at;
                     entry.gone_since = None;
+                    entry.removal = None;
                 }
                 None => {
                     self.registers.insert(
@@ -201,6 +252,7 @@ impl App {
                             expires_at,
                             changed_at: None,
                             gone_since: None,
+                            removal: None,
                         },
                     );
                 }
@@ -209,8 +261,12 @@ impl App {
         for (name, entry) in &mut self.registers {
             if entry.gone_since.is_none() && !seen.contains(name) {
                 entry.gone_since = Some(read_at);
+                entry.removal = self.removals.get(name).map(|(removal, _)| *removal);
             }
         }
+        // What this read has caught up with is on the entries now.
+        self.removals
+            .retain(|_, (_, removed)| index.is_some_and(|index| index < *removed));
         if let Some((name, value)) = &self.pending {
             if self
                 .registers
@@ -227,9 +283,53 @@ impl App {
         self.sync_selection();
     }
 
+    /// The watch stream reported that `name` was deleted or expired at `revision`: shows it
+    /// gone at once, with its kind, unless what is on screen is newer than that.
+    pub(crate) fn apply_removal(
+        &mut self,
+        name: &str,
+        removal: Removal,
+        revision: Option<Revision>,
+        at: Instant,
+    ) {
+        self.now = self.now.max(at);
+        if let Some(entry) = self.registers.get_mut(name) {
+            let older = match (entry.revision, revision) {
+                (Some(set), Some(removed)) => set < removed,
+                // Without revisions, the latest news wins.
+                _ => true,
+            };
+            if older {
+                entry.gone_since.get_or_insert(at);
+                entry.removal = Some(removal);
+            }
+        }
+        if let Some(revision) = revision {
+            self.removals.insert(name.to_owned(), (removal, revision));
+        }
+    }
+
     /// A read failed.
     pub(crate) fn connection_failed(&mut self, error: String) {
-        self.connection = Connection::Failed(error);
+        self.connection = match &self.connection {
+            Connection::Connecting => Connection::Failed {
+                error,
+                attempts: 1,
+                was_live: false,
+            },
+            Connection::Live => Connection::Failed {
+                error,
+                attempts: 1,
+                was_live: true,
+            },
+            Connection::Failed {
+                attempts, was_live, ..
+            } => Connection::Failed {
+                error,
+                attempts: attempts.saturating_add(1),
+                was_live: *was_live,
+            },
+        };
     }
 
     /// Time passes: gone registers leave the screen after [`GONE_LINGER`].

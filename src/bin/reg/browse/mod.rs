@@ -12,6 +12,10 @@
 //! long poll with `index`: a change is on screen at once, and with no change the poll comes
 //! back after [`REFRESH`] so the remaining TTLs stay fresh (a refresh that changes nothing
 //! does not wake a poll).
+//!
+//! Another follows the watch stream (`/v1/watch`, Part B) from the revision of the first
+//! read, for the one thing the reads cannot say: whether a register that went was deleted or
+//! expired. A server without the stream (Part A answers 404) leaves it at the neutral `gone`.
 
 mod app;
 mod ui;
@@ -22,12 +26,12 @@ use std::time::Duration;
 use anyhow::Context;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 use reg::client::{ReadQuery, WireClient};
-use reg::Json;
+use reg::{EventKind, Json, Revision};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::common::{self, RegistryArg, Signals};
-use app::{Action, App, Read, ViewMode};
+use app::{Action, App, Read, Removal, ViewMode, Watch};
 
 /// Longest a detail poll waits for a change before it reads again anyway: 1 s.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -35,9 +39,15 @@ const REFRESH: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(250);
 /// How often the input thread checks whether the browser is gone: 100 ms.
 const INPUT_POLL: Duration = Duration::from_millis(100);
-/// Reconnect delays after a failed read: from 200 ms, doubling up to 5 s.
+/// Reconnect delays after a failed read or a broken watch stream: from 200 ms, doubling up
+/// to 5 s.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Reports queued between the feed tasks and the screen: a burst of removals (a mass expiry)
+/// waits here, and each frame takes up to [`FEED_BATCH`] of them before drawing once.
+const FEED_QUEUE: usize = 256;
+/// Most reports applied between two frames, so keys still get through a burst.
+const FEED_BATCH: usize = 1024;
 
 /// The arguments of `reg browse` (its help is on `Command::Browse` in `main.rs`).
 #[derive(Debug, clap::Args)]
@@ -73,11 +83,26 @@ impl Drop for Restore {
     }
 }
 
-/// What the feed task reports.
+/// What the feed tasks report.
 #[derive(Debug)]
 enum Feed {
-    Snapshot(Vec<Read>, Instant),
+    /// A read of every register, at revision `index`.
+    Snapshot {
+        registers: Vec<Read>,
+        index: Option<Revision>,
+        at: Instant,
+    },
+    /// A read failed: why.
     Failed(String),
+    /// The watch stream says `name` was deleted or expired.
+    Removed {
+        name: String,
+        removal: Removal,
+        revision: Option<Revision>,
+        at: Instant,
+    },
+    /// The watch stream opened, broke, or is not there.
+    Watch(Watch),
 }
 
 async fn browse(args: BrowseArgs, wire: WireClient) -> anyhow::Result<()> {
@@ -96,8 +121,10 @@ async fn browse(args: BrowseArgs, wire: WireClient) -> anyhow::Result<()> {
 
     let (key_tx, mut keys) = mpsc::channel(64);
     std::thread::spawn(move || read_input(&key_tx));
-    let (feed_tx, mut feed) = mpsc::channel(4);
-    let feed_task = tokio::spawn(read_registry(wire.clone(), feed_tx));
+    let (feed_tx, mut feed) = mpsc::channel(FEED_QUEUE);
+    let feed_task = tokio::spawn(read_registry(wire.clone(), feed_tx.clone()));
+    // Opened after the first read, from its revision, so no removal after it is missed.
+    let mut watch_task = None;
     let (done_tx, mut done) = mpsc::unbounded_channel();
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -132,10 +159,23 @@ async fn browse(args: BrowseArgs, wire: WireClient) -> anyhow::Result<()> {
                 Some(_) => {}
                 None => break Err(anyhow::anyhow!("the terminal input ended")),
             },
-            Some(update) = feed.recv() => match update {
-                Feed::Snapshot(registers, at) => app.apply_snapshot(registers, at),
-                Feed::Failed(error) => app.connection_failed(error),
-            },
+            Some(update) = feed.recv() => {
+                let mut update = Some(update);
+                let mut applied = 0;
+                while let Some(report) = update.take() {
+                    if let Feed::Snapshot { index, .. } = &report {
+                        if watch_task.is_none() {
+                            let task = watch_removals(wire.clone(), *index, feed_tx.clone());
+                            watch_task = Some(tokio::spawn(task));
+                        }
+                    }
+                    apply(&mut app, report);
+                    applied += 1;
+                    if applied < FEED_BATCH {
+                        update = feed.try_recv().ok();
+                    }
+                }
+            }
             Some((name, value, result)) = done.recv() => {
                 let value: Json = value;
                 app.request_done(&name, &value, result);
@@ -145,7 +185,29 @@ async fn browse(args: BrowseArgs, wire: WireClient) -> anyhow::Result<()> {
         }
     };
     feed_task.abort();
+    if let Some(task) = watch_task {
+        task.abort();
+    }
     result
+}
+
+/// Applies one report of the feed tasks.
+fn apply(app: &mut App, report: Feed) {
+    match report {
+        Feed::Snapshot {
+            registers,
+            index,
+            at,
+        } => app.apply_snapshot(registers, index, at),
+        Feed::Failed(error) => app.connection_failed(error),
+        Feed::Removed {
+            name,
+            removal,
+            revision,
+            at,
+        } => app.apply_removal(&name, removal, revision, at),
+        Feed::Watch(watch) => app.watch = watch,
+    }
 }
 
 /// Reads terminal events on a thread of its own (crossterm's reads block) until the browser
@@ -188,11 +250,12 @@ async fn read_registry(wire: WireClient, feed: mpsc::Sender<Feed>) {
                 index = read.index;
                 delay = RETRY_MIN;
                 let registers = read.registers.into_iter().map(Read::from).collect();
-                if feed
-                    .send(Feed::Snapshot(registers, Instant::now()))
-                    .await
-                    .is_err()
-                {
+                let snapshot = Feed::Snapshot {
+                    registers,
+                    index,
+                    at: Instant::now(),
+                };
+                if feed.send(snapshot).await.is_err() {
                     return;
                 }
                 // A poll answered at once with nothing new: a server shutting down.
@@ -209,5 +272,58 @@ async fn read_registry(wire: WireClient, feed: mpsc::Sender<Feed>) {
                 delay = (delay * 2).min(RETRY_MAX);
             }
         }
+    }
+}
+
+/// Follows the watch stream from revision `from` and reports each delete and expire, until
+/// the browser is gone; reopens a broken stream from the last revision seen. A server
+/// without the stream is reported once, and the task ends.
+async fn watch_removals(wire: WireClient, from: Option<Revision>, feed: mpsc::Sender<Feed>) {
+    let all: &[&str] = &[];
+    let mut last = from;
+    let mut delay = RETRY_MIN;
+    loop {
+        let broken = match wire.watch(all, last).await {
+            Ok(mut stream) => {
+                if feed.send(Feed::Watch(Watch::Streaming)).await.is_err() {
+                    return;
+                }
+                loop {
+                    let event = match stream.next().await {
+                        Ok(Some(event)) => event,
+                        Ok(None) => break "the server ended the stream".to_owned(),
+                        Err(error) => break error.to_string(),
+                    };
+                    delay = RETRY_MIN;
+                    if event.revision.is_some() {
+                        last = event.revision;
+                    }
+                    let removal = match event.kind {
+                        EventKind::Set => continue,
+                        EventKind::Delete => Removal::Deleted,
+                        EventKind::Expire => Removal::Expired,
+                    };
+                    let removed = Feed::Removed {
+                        name: event.name.to_string(),
+                        removal,
+                        revision: event.revision,
+                        at: Instant::now(),
+                    };
+                    if feed.send(removed).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) if error.is_unsupported() => {
+                let _ = feed.send(Feed::Watch(Watch::Unsupported)).await;
+                return;
+            }
+            Err(error) => error.to_string(),
+        };
+        if feed.send(Feed::Watch(Watch::Broken(broken))).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
     }
 }

@@ -11,33 +11,206 @@ use ratatui::Frame;
 use reg::json::{parse_tree, Node};
 use reg::Json;
 
-use super::app::{App, Connection, Entry, Mode, Row, ViewMode, CHANGED_HIGHLIGHT};
+use super::app::{App, Connection, Entry, Mode, Removal, Row, ViewMode, Watch, CHANGED_HIGHLIGHT};
 
-/// The style of a register that expired or was removed.
+/// The style of a register that expired or was deleted, and of errors.
 pub(crate) const GONE: Style = Style::new().fg(Color::Red);
 /// The style of a register whose value just changed.
 const CHANGED: Style = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
 const KEY: Style = Style::new().add_modifier(Modifier::REVERSED);
 const DIM: Style = Style::new().fg(Color::DarkGray);
 const LABEL: Style = Style::new().add_modifier(Modifier::BOLD);
+const LIVE: Style = Style::new().fg(Color::Green).add_modifier(Modifier::BOLD);
+const WARN: Style = Style::new().fg(Color::Yellow);
+/// Rows the list keeps however tall the status area grows: its borders and one row.
+const MIN_LIST_ROWS: u16 = 3;
 
 /// Draws the whole screen. Returns the list's scroll offset, for the next frame (the only
 /// state drawing produces).
+///
+/// Bottom up: the key help (one line), the status area (the connection state and any
+/// message, each wrapped whole over as many lines as the width needs), the list and details.
 pub(crate) fn render(app: &App, frame: &mut Frame<'_>) -> usize {
-    let [main, status, footer] = Layout::vertical([
-        Constraint::Min(3),
-        Constraint::Length(1),
+    let area = frame.area();
+    let width = usize::from(area.width);
+    let mut status = connection_lines(app, width);
+    let prompt_row = status.len();
+    let (message, cursor) = message_lines(app, width);
+    status.extend(message);
+    let room = area.height.saturating_sub(MIN_LIST_ROWS + 1);
+    let height = u16::try_from(status.len()).unwrap_or(u16::MAX).min(room);
+    let [main, status_area, footer] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(height),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area);
     let [list, details] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(main);
     let rows = app.rows();
     let offset = render_list(app, &rows, frame, list);
     render_details(app, rows.get(app.cursor), frame, details);
-    render_status(app, frame, status);
+    frame.render_widget(Paragraph::new(status), status_area);
+    if let Some(x) = cursor {
+        let y = u16::try_from(prompt_row).unwrap_or(u16::MAX);
+        if y < status_area.height {
+            let x = u16::try_from(x)
+                .unwrap_or(u16::MAX)
+                .min(status_area.width.saturating_sub(1));
+            frame.set_cursor_position((status_area.x + x, status_area.y + y));
+        }
+    }
     render_footer(app, frame, footer);
     offset
+}
+
+/// The connection state, wrapped to `width`: `connecting to …`, `● live · …`,
+/// `reconnecting (attempt n): …`, `unreachable (attempt n): …`, and what the watch stream
+/// (the kinds of removals) is doing when that is worth saying.
+fn connection_lines(app: &App, width: usize) -> Vec<Line<'static>> {
+    let url = app.url.as_str();
+    let mut words: Vec<(String, Style)> = Vec::new();
+    match &app.connection {
+        Connection::Connecting => {
+            words.push(("connecting to".to_owned(), WARN));
+            words.push((format!("{url}…"), Style::new()));
+        }
+        Connection::Live => {
+            words.push(("● live".to_owned(), LIVE));
+            words.push(("·".to_owned(), DIM));
+            words.push((url.to_owned(), Style::new()));
+            match &app.watch {
+                Watch::Waiting | Watch::Streaming => {}
+                Watch::Unsupported => words.push((
+                    "· no watch stream at this server: removals show as gone".to_owned(),
+                    DIM,
+                )),
+                Watch::Broken(error) => {
+                    words.push(("· watch stream lost, reopening:".to_owned(), WARN));
+                    words.push((error.clone(), Style::new()));
+                }
+            }
+        }
+        Connection::Failed {
+            error,
+            attempts,
+            was_live,
+        } => {
+            let (what, style) = if *was_live {
+                ("reconnecting", WARN)
+            } else {
+                ("✗ unreachable", GONE)
+            };
+            words.push((format!("{what} (attempt {attempts}):"), style));
+            words.push((error.clone(), GONE));
+        }
+    }
+    wrap(&words, width)
+}
+
+/// The message line(s): the filter or edit prompt, or the last message. Returns them and,
+/// while typing, the cursor's column on the first.
+fn message_lines(app: &App, width: usize) -> (Vec<Line<'static>>, Option<usize>) {
+    match &app.mode {
+        Mode::Filter => {
+            let line = Line::from(vec![
+                Span::styled("filter: ", LABEL),
+                Span::raw(app.filter.clone()),
+            ]);
+            let cursor = line.width();
+            (vec![line], Some(cursor))
+        }
+        Mode::Edit { name, input, error } => {
+            let line = Line::from(vec![
+                Span::styled(format!("new value for {name}: "), LABEL),
+                Span::raw(input.clone()),
+            ]);
+            let cursor = line.width();
+            let mut lines = vec![line];
+            if let Some(error) = error {
+                lines.extend(wrap(&[(error.clone(), GONE)], width));
+            }
+            (lines, Some(cursor))
+        }
+        Mode::Normal => match &app.status {
+            Some(status) => {
+                let style = if status.error { GONE } else { Style::new() };
+                (wrap(&[(status.text.clone(), style)], width), None)
+            }
+            None if !app.filter.is_empty() => (
+                vec![Line::from(vec![
+                    Span::styled("filter: ", LABEL),
+                    Span::raw(app.filter.clone()),
+                ])],
+                None,
+            ),
+            None => (Vec::new(), None),
+        },
+    }
+}
+
+/// Word-wraps styled text to `width` columns: words (split at whitespace) keep their
+/// piece's style, lines break between words, and a word longer than a line is broken
+/// across lines. Nothing is dropped; at least one line comes back (an empty one for a width
+/// of 0, where nothing shows).
+fn wrap(pieces: &[(String, Style)], width: usize) -> Vec<Line<'static>> {
+    if width == 0 {
+        return vec![Line::default()];
+    }
+    let mut lines = Vec::new();
+    let mut line: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for (text, style) in pieces {
+        for word in text.split_whitespace() {
+            let word_width = text_width(word);
+            if used > 0 && used + 1 + word_width <= width {
+                line.push(Span::raw(" "));
+                line.push(Span::styled(word.to_owned(), *style));
+                used += 1 + word_width;
+                continue;
+            }
+            if used > 0 {
+                lines.push(Line::from(std::mem::take(&mut line)));
+            }
+            let mut rest = word;
+            while text_width(rest) > width {
+                let (head, tail) = split_at_width(rest, width);
+                if tail.is_empty() {
+                    break;
+                }
+                lines.push(Line::from(Span::styled(head.to_owned(), *style)));
+                rest = tail;
+            }
+            line.push(Span::styled(rest.to_owned(), *style));
+            used = text_width(rest);
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(Line::from(line));
+    }
+    lines
+}
+
+/// Display columns of `text`.
+fn text_width(text: &str) -> usize {
+    Span::raw(text).width()
+}
+
+/// Splits `text` after as many characters as fit in `width` columns (at least one, so a
+/// caller that loops always gets on).
+fn split_at_width(text: &str, width: usize) -> (&str, &str) {
+    let mut used = 0;
+    let mut end = 0;
+    for (at, c) in text.char_indices() {
+        let mut buffer = [0; 4];
+        let c_width = text_width(c.encode_utf8(&mut buffer));
+        if end > 0 && used + c_width > width {
+            break;
+        }
+        used += c_width;
+        end = at + c.len_utf8();
+    }
+    text.split_at(end)
 }
 
 fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -> usize {
@@ -46,28 +219,53 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
         .values()
         .filter(|e| e.gone_since.is_none())
         .count();
+    let live = match live {
+        1 => "1 register".to_owned(),
+        n => format!("{n} registers"),
+    };
     let view = match app.view {
         ViewMode::Flat => "flat",
         ViewMode::Tree => "tree",
     };
-    let connection = match &app.connection {
-        Connection::Connecting => Span::styled(" connecting… ", Style::new().fg(Color::Yellow)),
-        Connection::Live => Span::styled(" ● live ", Style::new().fg(Color::Green)),
-        Connection::Failed(error) => Span::styled(format!(" ✗ {error} "), GONE),
+    // The count and the view first: a narrow title keeps them and loses the URL.
+    let title = match &app.connection {
+        Connection::Live => Line::from(format!(" {live} · {view} · {} ", app.url)),
+        Connection::Connecting => Line::from(vec![
+            Span::styled(" connecting", WARN),
+            Span::raw(format!(" · {view} · {} ", app.url)),
+        ]),
+        Connection::Failed { was_live: true, .. } => Line::from(vec![
+            Span::styled(" unreachable", GONE),
+            Span::raw(format!(" · {live} as last read · {view} · {} ", app.url)),
+        ]),
+        Connection::Failed {
+            was_live: false, ..
+        } => Line::from(vec![
+            Span::styled(" unreachable", GONE),
+            Span::raw(format!(" · {view} · {} ", app.url)),
+        ]),
     };
-    let block = Block::bordered()
-        .title(Line::from(format!(
-            " reg browse · {} · {live} registers · {view} ",
-            app.url
-        )))
-        .title(Line::from(connection).right_aligned());
+    let block = Block::bordered().title(title);
     if rows.is_empty() {
-        let text = if app.registers.is_empty() {
-            "no registers".to_owned()
+        let (text, style) = if !app.registers.is_empty() {
+            (format!("no register matches {:?}", app.filter), DIM)
         } else {
-            format!("no register matches {:?}", app.filter)
+            match app.connection {
+                Connection::Live => ("no registers".to_owned(), DIM),
+                Connection::Connecting => (format!("connecting to {}…", app.url), WARN),
+                Connection::Failed { .. } => (
+                    format!("cannot reach {} — see the status below", app.url),
+                    GONE,
+                ),
+            }
         };
-        frame.render_widget(Paragraph::new(text).style(DIM).block(block), area);
+        frame.render_widget(
+            Paragraph::new(text)
+                .style(style)
+                .wrap(Wrap { trim: false })
+                .block(block),
+            area,
+        );
         return 0;
     }
     let table_rows = rows.iter().map(|row| {
@@ -77,6 +275,7 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
         }
         name.push_str(&row.label);
         let value = match (row.entry, row.group) {
+            (Some(entry), _) if entry.gone_since.is_some() => removal_word(entry).to_owned(),
             (Some(entry), _) => entry.value.to_string(),
             (None, Some((count, _))) => format!("({count})"),
             (None, None) => String::new(),
@@ -100,6 +299,16 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
         .with_selected(Some(app.cursor));
     frame.render_stateful_widget(table, area, &mut state);
     state.offset()
+}
+
+/// How a gone register went: `expired` or `deleted` as the watch stream said, `gone` when
+/// it did not (a server without the stream, or a removal before it opened).
+fn removal_word(entry: &Entry) -> &'static str {
+    match entry.removal {
+        Some(Removal::Expired) => "expired",
+        Some(Removal::Deleted) => "deleted",
+        None => "gone",
+    }
 }
 
 fn entry_style(app: &App, entry: &Entry) -> Style {
@@ -128,7 +337,7 @@ fn render_details(app: &App, row: Option<&Row<'_>>, frame: &mut Frame<'_>, area:
     match row.entry {
         Some(entry) => {
             let state = match entry.gone_since {
-                Some(_) => Span::styled("gone (expired or removed)", GONE),
+                Some(_) => Span::styled(removal_word(entry), GONE),
                 None => Span::styled("live", Style::new().fg(Color::Green)),
             };
             lines.push(Line::from(vec![Span::styled("state     ", LABEL), state]));
@@ -173,54 +382,6 @@ fn render_details(app: &App, row: Option<&Row<'_>>, frame: &mut Frame<'_>, area:
             .wrap(Wrap { trim: false }),
         area,
     );
-}
-
-fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
-    let (line, cursor) = match &app.mode {
-        Mode::Filter => {
-            let line = Line::from(vec![
-                Span::styled("filter: ", LABEL),
-                Span::raw(app.filter.clone()),
-            ]);
-            let width = line.width();
-            (line, Some(width))
-        }
-        Mode::Edit { name, input, error } => {
-            let mut spans = vec![
-                Span::styled(format!("new value for {name}: "), LABEL),
-                Span::raw(input.clone()),
-            ];
-            let width = spans.iter().map(Span::width).sum();
-            if let Some(error) = error {
-                spans.push(Span::styled(format!("  {error}"), GONE));
-            }
-            (Line::from(spans), Some(width))
-        }
-        Mode::Normal => match &app.status {
-            Some(status) => (
-                Line::styled(
-                    status.text.clone(),
-                    if status.error { GONE } else { Style::new() },
-                ),
-                None,
-            ),
-            None if !app.filter.is_empty() => (
-                Line::from(vec![
-                    Span::styled("filter: ", LABEL),
-                    Span::raw(app.filter.clone()),
-                ]),
-                None,
-            ),
-            None => (Line::raw(""), None),
-        },
-    };
-    frame.render_widget(Paragraph::new(line), area);
-    if let Some(width) = cursor {
-        let x = u16::try_from(width)
-            .unwrap_or(u16::MAX)
-            .min(area.width.saturating_sub(1));
-        frame.set_cursor_position((area.x + x, area.y));
-    }
 }
 
 fn render_footer(app: &App, frame: &mut Frame<'_>, area: Rect) {
@@ -317,7 +478,7 @@ mod tests {
     use ratatui::Terminal;
     use tokio::time::Instant;
 
-    use super::super::app::{Action, Read, GONE_LINGER};
+    use super::super::app::{Action, Read, Removal, Watch, GONE_LINGER};
     use super::*;
 
     fn json(text: &str) -> Json {
@@ -348,13 +509,18 @@ mod tests {
                 read("garage.door", r#""open""#),
                 read("uptime", "12345678901234567890"),
             ],
+            Some(7),
             now,
         );
         app
     }
 
     fn draw(app: &mut App) -> Buffer {
-        let mut terminal = Terminal::new(TestBackend::new(100, 20)).unwrap();
+        draw_at(app, 100, 20)
+    }
+
+    fn draw_at(app: &mut App, width: u16, height: u16) -> Buffer {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         let mut offset = 0;
         terminal.draw(|frame| offset = render(app, frame)).unwrap();
         app.offset = offset;
@@ -384,6 +550,26 @@ mod tests {
                 (u16::try_from(x).unwrap(), u16::try_from(y).unwrap())
             })
         })
+    }
+
+    /// The status area, line by line without trailing blanks: the rows between the list's
+    /// bottom border and the key help (the last row).
+    fn status_lines(buffer: &Buffer) -> Vec<String> {
+        let lines = lines(buffer);
+        let bottom = lines
+            .iter()
+            .rposition(|line| line.starts_with('└'))
+            .unwrap_or_else(|| panic!("no list border:\n{}", lines.join("\n")));
+        lines[bottom + 1..lines.len() - 1]
+            .iter()
+            .map(|line| line.trim_end().to_owned())
+            .collect()
+    }
+
+    /// The line of the list that shows `name`.
+    fn list_line(buffer: &Buffer, name: &str) -> String {
+        let (_, y) = find(buffer, name).unwrap_or_else(|| panic!("{name}:\n{}", screen(buffer)));
+        lines(buffer)[usize::from(y)].clone()
     }
 
     fn key(code: KeyCode) -> KeyEvent {
@@ -506,6 +692,7 @@ mod tests {
                 read("kitchen.temp", "21.50"),
                 read("uptime", "12345678901234567890"),
             ],
+            Some(8),
             later,
         );
         let buffer = draw(&mut app);
@@ -553,6 +740,7 @@ mod tests {
                 read("garage.door", r#""open""#),
                 read("uptime", "12345678901234567890"),
             ],
+            Some(8),
             now,
         );
         let text = screen(&draw(&mut app));
@@ -564,7 +752,7 @@ mod tests {
         let now = Instant::now();
         let mut app = App::new("http://reg.test".to_owned(), now);
         let many: Vec<Read> = (0..50).map(|i| read(&format!("r{i:02}"), "1")).collect();
-        app.apply_snapshot(many, now);
+        app.apply_snapshot(many, Some(50), now);
         app.on_key(key(KeyCode::End));
         let text = screen(&draw(&mut app));
         assert!(text.contains("r49") && !text.contains("r00"), "{text}");
@@ -578,12 +766,221 @@ mod tests {
     fn a_tiny_terminal_does_not_panic() {
         let now = Instant::now();
         let mut app = app(now);
-        for (w, h) in [(1, 1), (10, 3), (0, 0), (30, 5)] {
-            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
-            let mut offset = 0;
-            terminal.draw(|frame| offset = render(&app, frame)).unwrap();
-            app.offset = offset;
+        let sizes = [(1, 1), (10, 3), (0, 0), (30, 5), (2, 40), (40, 2)];
+        for connection in [
+            None,
+            Some("x ".repeat(500) + &"é界".repeat(300) + &"y".repeat(3000)),
+        ] {
+            if let Some(error) = connection {
+                app.connection_failed(error);
+            }
+            for (w, h) in sizes {
+                let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+                let mut offset = 0;
+                terminal.draw(|frame| offset = render(&app, frame)).unwrap();
+                app.offset = offset;
+            }
         }
+    }
+
+    /// What a refused connection says (`ClientError::Connect`), longer than 80 columns.
+    const REFUSED: &str = "cannot connect to http://127.0.0.1:9: client error (Connect): \
+        tcp connect error: Connection refused (os error 111)";
+
+    #[test]
+    fn unreachable_shows_the_whole_error_at_80_and_40_columns_and_not_no_registers() {
+        let now = Instant::now();
+        for width in [80, 40, 200] {
+            let mut app = App::new("http://127.0.0.1:9".to_owned(), now);
+            app.connection_failed(REFUSED.to_owned());
+            app.connection_failed(REFUSED.to_owned());
+            let buffer = draw_at(&mut app, width, 24);
+            let text = screen(&buffer);
+            assert!(!text.contains("no registers"), "{width} columns:\n{text}");
+            assert!(text.contains("cannot reach"), "{width} columns:\n{text}");
+            assert!(
+                text.contains("┌ unreachable · flat"),
+                "{width} columns:\n{text}"
+            );
+            let status = status_lines(&buffer);
+            assert_eq!(
+                status.join(" "),
+                format!("✗ unreachable (attempt 2): {REFUSED}"),
+                "{width} columns:\n{text}"
+            );
+            if width < 100 {
+                assert!(status.len() > 1, "wrapped, not cut:\n{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_lost_server_says_reconnecting_and_keeps_the_last_read_marked_as_such() {
+        let now = Instant::now();
+        let mut app = app(now);
+        app.connection_failed(REFUSED.to_owned());
+        let buffer = draw_at(&mut app, 80, 24);
+        let text = screen(&buffer);
+        assert_eq!(
+            status_lines(&buffer).join(" "),
+            format!("reconnecting (attempt 1): {REFUSED}"),
+            "{text}"
+        );
+        assert!(
+            text.contains(" unreachable · 4 registers as last read"),
+            "{text}"
+        );
+        assert!(!text.contains("● live"), "{text}");
+        // Filtered down to nothing while unreachable: still says unreachable, not empty.
+        app.filter = "nothing matches".to_owned();
+        app.registers.clear();
+        let text = screen(&draw_at(&mut app, 80, 24));
+        assert!(text.contains("cannot reach http://reg.test"), "{text}");
+        assert!(!text.contains("no registers"), "{text}");
+    }
+
+    #[test]
+    fn before_the_first_answer_it_says_connecting_and_an_empty_registry_says_no_registers() {
+        let now = Instant::now();
+        let mut app = App::new("http://reg.test".to_owned(), now);
+        let buffer = draw_at(&mut app, 80, 24);
+        let text = screen(&buffer);
+        assert_eq!(status_lines(&buffer), ["connecting to http://reg.test…"]);
+        assert!(!text.contains("no registers"), "{text}");
+        app.apply_snapshot(Vec::new(), Some(0), now);
+        let buffer = draw_at(&mut app, 80, 24);
+        let text = screen(&buffer);
+        assert!(text.contains("no registers"), "{text}");
+        assert_eq!(status_lines(&buffer), ["● live · http://reg.test"]);
+    }
+
+    #[test]
+    fn live_shows_in_the_status_line_at_narrow_widths() {
+        let now = Instant::now();
+        let mut app = app(now);
+        app.url = "http://registry.example.internal:8080/some/prefix".to_owned();
+        for width in [60, 80, 109] {
+            let buffer = draw_at(&mut app, width, 20);
+            let status = status_lines(&buffer);
+            assert!(
+                status
+                    .first()
+                    .is_some_and(|line| line.starts_with("● live")),
+                "{width} columns:\n{}",
+                screen(&buffer)
+            );
+            assert_eq!(buffer[(0, 18)].fg, Color::Green, "{}", screen(&buffer));
+        }
+    }
+
+    #[test]
+    fn a_server_without_the_watch_stream_says_removals_show_as_gone() {
+        let now = Instant::now();
+        let mut app = app(now);
+        app.watch = Watch::Unsupported;
+        let buffer = draw_at(&mut app, 40, 24);
+        assert_eq!(
+            status_lines(&buffer).join(" "),
+            "● live · http://reg.test · no watch stream at this server: removals show as gone",
+            "{}",
+            screen(&buffer)
+        );
+    }
+
+    #[test]
+    fn removals_show_expired_or_deleted_as_the_watch_stream_says_else_gone() {
+        let now = Instant::now();
+        let mut app = app(now);
+        let later = now + Duration::from_millis(100);
+        // The watch stream is quicker than the next read: garage.door expired at 8,
+        // kitchen.lamp was deleted at 9; uptime goes without a word from the stream.
+        app.apply_removal("garage.door", Removal::Expired, Some(8), later);
+        app.apply_removal("kitchen.lamp", Removal::Deleted, Some(9), later);
+        let buffer = draw(&mut app);
+        assert!(list_line(&buffer, "garage.door").contains("expired"));
+        assert!(list_line(&buffer, "kitchen.lamp").contains("deleted"));
+        assert!(list_line(&buffer, "uptime").contains("12345678901234567890"));
+        app.apply_snapshot(vec![read("kitchen.temp", "21.50")], Some(10), later);
+        let buffer = draw(&mut app);
+        let text = screen(&buffer);
+        for (name, word) in [
+            ("garage.door", "expired"),
+            ("kitchen.lamp", "deleted"),
+            ("uptime", "gone"),
+        ] {
+            let line = list_line(&buffer, name);
+            assert!(line.contains(word), "{name} {word}:\n{text}");
+            let (x, y) = find(&buffer, name).unwrap();
+            assert_eq!(buffer[(x, y)].fg, Color::Red, "{text}");
+        }
+        assert!(
+            !list_line(&buffer, "kitchen.temp").contains("gone"),
+            "{text}"
+        );
+        assert!(text.contains(" 1 register · flat"), "{text}");
+        // The details say it too.
+        let details = |app: &mut App, name: &str| {
+            while app.selected.as_deref() != Some(name) {
+                app.on_key(key(KeyCode::Down));
+            }
+            screen(&draw(app))
+        };
+        assert!(details(&mut app, "garage.door").contains("state     expired"));
+        assert!(details(&mut app, "kitchen.lamp").contains("state     deleted"));
+        assert!(details(&mut app, "uptime").contains("state     gone"));
+        assert!(!text.contains("removed"), "one vocabulary: {text}");
+    }
+
+    #[test]
+    fn a_read_older_than_a_removal_does_not_bring_it_back_and_a_new_set_does() {
+        let now = Instant::now();
+        let mut app = app(now);
+        app.apply_removal("garage.door", Removal::Deleted, Some(8), now);
+        // A read at revision 7, answered after the stream's delete at 8.
+        app.apply_snapshot(
+            vec![read("garage.door", r#""open""#), read("uptime", "1")],
+            Some(7),
+            now,
+        );
+        assert!(list_line(&draw(&mut app), "garage.door").contains("deleted"));
+        // Set again at 9: live.
+        let again = Read {
+            revision: Some(9),
+            ..read("garage.door", r#""shut""#)
+        };
+        app.apply_snapshot(vec![again, read("uptime", "1")], Some(9), now);
+        let buffer = draw(&mut app);
+        assert!(list_line(&buffer, "garage.door").contains(r#""shut""#));
+        // Gone again with no word from the stream: the old delete does not stick to it.
+        app.apply_snapshot(vec![read("uptime", "1")], Some(10), now);
+        let line = list_line(&draw(&mut app), "garage.door");
+        assert!(line.contains("gone") && !line.contains("deleted"), "{line}");
+        // A removal older than what is on screen changes nothing.
+        app.apply_removal("uptime", Removal::Expired, Some(1), now);
+        assert!(!list_line(&draw(&mut app), "uptime").contains("expired"));
+    }
+
+    #[test]
+    fn wrap_keeps_every_word_within_the_width_and_breaks_only_overlong_ones() {
+        let text = |lines: &[Line<'_>]| -> Vec<String> {
+            lines.iter().map(|line| line.to_string()).collect()
+        };
+        let pieces = [
+            ("state:".to_owned(), GONE),
+            ("a  bb ccc\ndddd".to_owned(), Style::new()),
+        ];
+        assert_eq!(text(&wrap(&pieces, 9)), ["state: a", "bb ccc", "dddd"]);
+        let lines = wrap(&pieces, 9);
+        assert_eq!(lines[0].spans[0].style, GONE);
+        assert_eq!(lines[0].spans[2].style, Style::new());
+        let long = [("xy 0123456789abc z".to_owned(), Style::new())];
+        assert_eq!(text(&wrap(&long, 5)), ["xy", "01234", "56789", "abc z"]);
+        // Double-width characters count two columns.
+        let wide = [("界界界".to_owned(), Style::new())];
+        assert_eq!(text(&wrap(&wide, 4)), ["界界", "界"]);
+        assert_eq!(text(&wrap(&wide, 1)), ["界", "界", "界"]);
+        assert_eq!(text(&wrap(&[], 10)), [""]);
+        assert_eq!(text(&wrap(&long, 0)), [""]);
     }
 
     #[test]
