@@ -46,6 +46,8 @@ pub mod bench;
 pub mod client;
 mod duration;
 pub mod json;
+#[cfg(feature = "persist")]
+pub mod persist;
 #[cfg(feature = "server")]
 pub mod server;
 mod store;

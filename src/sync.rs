@@ -32,7 +32,11 @@ use std::hash::Hash;
 // ---------------------------------------------------------------------------------------------
 
 #[cfg(not(reg_loom))]
-pub(crate) use parking_lot::Mutex;
+pub(crate) use parking_lot::{Mutex, MutexGuard};
+
+/// loom's guard under parking_lot's name.
+#[cfg(reg_loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
 /// loom's mutex behind parking_lot's API (`lock()` returns the guard).
 #[cfg(reg_loom)]

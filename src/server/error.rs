@@ -175,9 +175,9 @@ impl ServerError {
             ServerError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServerError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ServerError::Store(StoreError::TooManyRequests { .. }) | ServerError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServerError::Store(StoreError::TooManyRequests { .. })
+            | ServerError::Store(StoreError::Unavailable { .. })
+            | ServerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Store(StoreError::NameTooLong { .. })
             | ServerError::Store(StoreError::MetadataNotObject { .. }) => StatusCode::BAD_REQUEST,
             ServerError::InvalidAddress { .. }

@@ -11,13 +11,15 @@ use crate::server::{response, Shared};
 use crate::store::Change;
 
 /// `PUT /provider` → 204: creates, changes or refreshes registers. All entries are validated
-/// before any is written.
+/// before any is written. A persistent registry answers once the changes are as durable as
+/// its sync policy promises (`always`: on disk), or 503 when its disk refuses them.
 pub(crate) async fn put(
     shared: &Shared,
     request: Request<Incoming>,
 ) -> Result<Response<ResBody>, ServerError> {
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
+    let mut changed = None;
     for entry in entries {
         let outcome = shared
             .registry
@@ -31,6 +33,12 @@ pub(crate) async fn put(
             Change::Changed => tracing::debug!(?name, revision, "register changed"),
             Change::Refreshed => tracing::trace!(?name, "register refreshed"),
         }
+        if outcome.change != Change::Refreshed {
+            changed = changed.max(Some(revision));
+        }
+    }
+    if let Some(revision) = changed {
+        shared.registry.durable(revision).await?;
     }
     Ok(routes::empty(StatusCode::NO_CONTENT))
 }
@@ -56,7 +64,7 @@ pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBod
 }
 
 /// `DELETE /provider?name=…` → 204: removes the named registers (at least one name).
-pub(crate) fn delete(
+pub(crate) async fn delete(
     shared: &Shared,
     request: &Request<Incoming>,
 ) -> Result<Response<ResBody>, ServerError> {
@@ -67,10 +75,15 @@ pub(crate) fn delete(
     let mut names = query.names;
     names.sort_unstable();
     names.dedup();
+    let mut removed = None;
     for name in &names {
-        if let Some(revision) = shared.registry.remove(name) {
+        if let Some(revision) = shared.registry.try_remove(name)? {
             tracing::debug!(?name, revision, "register removed");
+            removed = Some(revision);
         }
+    }
+    if let Some(revision) = removed {
+        shared.registry.durable(revision).await?;
     }
     Ok(routes::empty(StatusCode::NO_CONTENT))
 }

@@ -166,7 +166,7 @@ async fn route_request(
             Err(error) => Err(error),
         },
         (Route::Provider, &Method::PUT) => provider::put(shared, request).await,
-        (Route::Provider, &Method::DELETE) => provider::delete(shared, &request),
+        (Route::Provider, &Method::DELETE) => provider::delete(shared, &request).await,
         (Route::Provider, _) => not_allowed(&request, "GET, PUT, DELETE"),
         (Route::Watch, &Method::GET) => watch::stream(shared, &request, busy),
         (Route::Watch, _) => not_allowed(&request, "GET"),

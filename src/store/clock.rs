@@ -4,13 +4,26 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A source of monotonic time in milliseconds since an arbitrary origin.
+/// A source of monotonic time in milliseconds since an arbitrary origin, and of wall time.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// Milliseconds since this clock's origin; never decreases.
     fn now_ms(&self) -> u64;
+
+    /// Wall time, milliseconds since the Unix epoch: what a deadline is stored as when it must
+    /// mean something after a restart (monotonic time starts again at every start). May jump.
+    /// The default reads the system's real-time clock.
+    fn wall_ms(&self) -> u64 {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    }
 }
+
+/// The wall time a [`ManualClock`] reads at its time zero: 2026-01-01T00:00:00Z.
+pub(crate) const MANUAL_EPOCH_MS: u64 = 1_767_225_600_000;
 
 /// The real monotonic clock (`std::time::Instant`), counted from when it was made.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +52,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to. Clones share the same time.
+/// A clock that moves only when told to, wall time included (from 2026-01-01T00:00:00Z).
+/// Clones share the same time.
 ///
 /// ```
 /// use reg::ManualClock;
@@ -83,5 +97,10 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
         // Ordering: Relaxed: see `advance`.
         self.ms.load(StdOrdering::Relaxed)
+    }
+
+    /// 2026-01-01T00:00:00Z plus the clock's time: wall time moves only when told to, too.
+    fn wall_ms(&self) -> u64 {
+        MANUAL_EPOCH_MS.saturating_add(self.now_ms())
     }
 }

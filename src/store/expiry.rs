@@ -31,7 +31,7 @@
 use std::hash::Hash;
 use std::time::Duration;
 
-use crate::store::feed::{Event, EventKind};
+use crate::store::feed::EventKind;
 use crate::store::history::Kept;
 use crate::store::register::{Revision, Timer, DEAD};
 use crate::store::wheel::Wheel;
@@ -150,8 +150,7 @@ impl Shared {
     /// Commits the expiry of every timer in `batch` whose register is still due; reschedules the
     /// ones that were refreshed. Returns how many expired.
     fn expire_batch(&self, state: &mut ExpiryState, batch: &[Timer], now: u64) -> usize {
-        let mut commit = self.commit.lock();
-        let mut revision = self.next_revision(&commit) - 1;
+        let mut commit = self.begin();
         for timer in batch {
             if timer.gen != timer.entry.timer_gen() {
                 continue; // stale: a newer timer serves this entry
@@ -177,16 +176,7 @@ impl Shared {
                         let name = timer.entry.name();
                         self.registers
                             .remove_if(&*name, |_, entry| Arc::ptr_eq(entry, &timer.entry));
-                        revision += 1;
-                        commit
-                            .history
-                            .record(Arc::clone(&name), revision, EventKind::Expire);
-                        let _no_subscribers = self.feed.send(Event {
-                            kind: EventKind::Expire,
-                            name: Arc::clone(&name),
-                            revision,
-                            register: None,
-                        });
+                        let revision = commit.removed(&name, EventKind::Expire);
                         state.woken.push((name, revision));
                         break;
                     }
@@ -196,11 +186,7 @@ impl Shared {
             }
         }
         let expired = state.woken.len();
-        if expired > 0 {
-            self.publish(&commit, revision);
-        }
-        drop(commit);
-        if expired > 0 {
+        if let Some(revision) = commit.finish() {
             self.watchers.wake_each(state.woken.drain(..), revision);
         }
         expired

@@ -371,9 +371,18 @@ impl History {
     }
 
     /// The newest revision whose removals may have been forgotten.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "persist"))]
     pub(crate) fn horizon(&self) -> Revision {
         self.horizon
+    }
+
+    /// Forgets every removal at or before `revision` as if evicted: a restored registry whose
+    /// saved history began after `revision` cannot say what was removed before it. Only
+    /// before anything later is recorded.
+    #[cfg(feature = "persist")]
+    pub(crate) fn forget_through(&mut self, revision: Revision) {
+        debug_assert!(self.deferred.is_none(), "not during a deferral");
+        self.horizon = self.horizon.max(revision);
     }
 }
 

@@ -8,9 +8,10 @@
 //! * **Refreshes take no registry lock.** A write whose value and metadata equal the stored ones
 //!   only moves the entry's deadline with a compare-exchange (see `register.rs`).
 //! * **Changes are serialized by the commit lock** (`Shared::commit`), the one point where
-//!   writers meet. Under it a change takes the next revision, publishes the new snapshot (or
-//!   removes the entry), records a removal in the history, sends the event to the feed, and then
-//!   stores the revision counter. Its critical section is O(1) and does not allocate beyond
+//!   writers meet, and go through the one commit path (`commit.rs`). Under it a change takes
+//!   the next revision, publishes the new snapshot (or removes the entry), records a removal in
+//!   the history, hands the change to the sinks, sends the event to the feed, and then stores
+//!   the revision counter. Its critical section is O(1) and does not allocate beyond
 //!   the snapshot itself; firing waiters happens after it is released.
 //!   This is what makes revisions mean something: every revision up to the counter's value is
 //!   published, so a reader that loads the counter *before* reading registers answers with a
@@ -23,11 +24,14 @@
 //! * **Expiry:** see `expiry.rs`. Lock order: expiry state → commit → map shard → watch slot.
 
 mod clock;
+pub(crate) mod commit;
 mod expiry;
 mod feed;
 mod history;
 mod register;
 mod requests;
+#[cfg(feature = "persist")]
+pub(crate) mod restore;
 mod watch;
 pub(crate) mod wheel;
 
@@ -87,6 +91,14 @@ pub enum StoreError {
     TooManyRequests {
         /// The cap.
         limit: usize,
+    },
+    /// Changes cannot be made durable now (a persistent registry whose disk is full or
+    /// read-only): the write was not applied. Reads go on; writes are accepted again when the
+    /// disk is.
+    #[error("changes cannot be saved now: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
     },
 }
 
@@ -259,6 +271,7 @@ impl RegistryBuilder {
             registers: Map::new(),
             commit: Mutex::new(CommitState {
                 history: History::new(self.removal_history),
+                sinks: Vec::new(),
             }),
             revision: AtomicU64::new(0),
             watchers: Arc::new(WatchSlots::new()),
@@ -273,6 +286,7 @@ impl RegistryBuilder {
             shut_down: AtomicBool::new(false),
             expired: AtomicU64::new(0),
             stop_expiry: std::sync::atomic::AtomicBool::new(false),
+            durability: std::sync::OnceLock::new(),
         });
         // loom models drive expiry by hand: a real thread cannot run inside a model.
         let expiry_thread = if self.expiry == ExpiryMode::Background && !cfg!(reg_loom) {
@@ -289,10 +303,12 @@ impl RegistryBuilder {
     }
 }
 
-/// What the commit lock protects besides the ordering of changes.
+/// What the commit lock protects besides the ordering of changes (see `commit.rs`).
 #[derive(Debug)]
 pub(crate) struct CommitState {
     history: History,
+    /// Told of every committed change, in revision order.
+    sinks: Vec<Box<dyn commit::Sink>>,
 }
 
 /// The state every handle, wait and the expiry thread share.
@@ -326,6 +342,8 @@ pub(crate) struct Shared {
     expired: AtomicU64,
     /// Tells the expiry thread to exit. std's atomic even under loom: no model runs the thread.
     stop_expiry: std::sync::atomic::AtomicBool,
+    /// Set once, before serving, when the registry persists (see `commit.rs`).
+    durability: std::sync::OnceLock<Arc<dyn commit::Durability>>,
 }
 
 impl fmt::Debug for Shared {
@@ -349,6 +367,9 @@ impl Drop for Handle {
     fn drop(&mut self) {
         if let Some(thread) = self.expiry_thread.take() {
             expiry::stop(&self.shared, &thread);
+        }
+        if let Some(durability) = self.shared.durability.get() {
+            durability.close();
         }
     }
 }
@@ -394,6 +415,13 @@ impl Registry {
         RegistryBuilder::default()
     }
 
+    /// The shared state, weakly: what a background thread of a layer above (the log's
+    /// snapshots) holds so it does not keep the registry alive.
+    #[cfg(feature = "persist")]
+    pub(crate) fn shared_weak(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(self.shared())
+    }
+
     fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
@@ -418,6 +446,37 @@ impl Registry {
     /// watchers. Returns the revision, or `None` if the register did not exist.
     pub fn remove(&self, name: &str) -> Option<Revision> {
         self.shared().remove(name)
+    }
+
+    /// [`remove`](Self::remove), refused with [`StoreError::Unavailable`] when a persistent
+    /// registry cannot save changes now (its disk is full): what a server answers 503 to.
+    pub fn try_remove(&self, name: &str) -> Result<Option<Revision>, StoreError> {
+        self.shared().writable()?;
+        Ok(self.shared().remove(name))
+    }
+
+    /// Resolves when every change up to `revision` is as durable as the registry's sync
+    /// policy promises: at once for an in-memory registry and for the `batch` and `none`
+    /// policies; for `always`, when the log is synced to disk (many writers share one sync).
+    /// An error means the disk refused the change: it is applied in memory but may be lost in
+    /// a crash; answer the client with an error so it retries.
+    pub fn durable(
+        &self,
+        revision: Revision,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let wait = self
+            .shared()
+            .durability
+            .get()
+            .map(|durability| durability.durable(revision));
+        async move {
+            match wait {
+                Some(wait) => wait.await.map_err(|reason| StoreError::Unavailable {
+                    reason: reason.to_string(),
+                }),
+                None => Ok(()),
+            }
+        }
     }
 
     /// The current snapshot of one register.
@@ -610,6 +669,11 @@ impl Shared {
         self.clock.now_ms()
     }
 
+    #[cfg(feature = "persist")]
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.clock.wall_ms()
+    }
+
     pub(crate) fn is_shut_down(&self) -> bool {
         // Ordering: Acquire pairs with the Release store in `shutdown`.
         self.shut_down.load(Ordering::Acquire)
@@ -633,19 +697,6 @@ impl Shared {
         self.revision.load(Ordering::Acquire)
     }
 
-    /// The revision the next commit takes. Only under the commit lock.
-    fn next_revision(&self, _commit: &CommitState) -> Revision {
-        // Ordering: Relaxed: the counter is only written under the commit lock, which we hold.
-        self.revision.load(Ordering::Relaxed) + 1
-    }
-
-    /// Makes revision `revision` (and all before it) visible. Only under the commit lock,
-    /// after the change is published.
-    fn publish(&self, _commit: &CommitState, revision: Revision) {
-        // Ordering: Release pairs with the Acquire load in `current_revision`.
-        self.revision.store(revision, Ordering::Release);
-    }
-
     fn check_name(&self, name: &str) -> Result<(), StoreError> {
         if name.len() > self.max_name_len {
             return Err(StoreError::NameTooLong {
@@ -656,12 +707,12 @@ impl Shared {
         Ok(())
     }
 
-    fn deadline(&self, now: u64, ttl: Option<Duration>) -> u64 {
-        let ttl_ms = match ttl {
+    /// A write's TTL in milliseconds: the one given, or the default for none or zero.
+    fn ttl_ms(&self, ttl: Option<Duration>) -> u64 {
+        match ttl {
             Some(ttl) if !ttl.is_zero() => duration_ms(ttl).max(1),
             _ => self.default_ttl_ms,
-        };
-        now.saturating_add(ttl_ms).min(MAX_DEADLINE)
+        }
     }
 
     fn set(
@@ -673,7 +724,8 @@ impl Shared {
     ) -> Result<SetOutcome, StoreError> {
         self.check_name(name)?;
         let metadata = normalize_metadata(metadata)?;
-        let deadline = self.deadline(self.now_ms(), ttl);
+        let ttl_ms = self.ttl_ms(ttl);
+        let deadline = self.now_ms().saturating_add(ttl_ms).min(MAX_DEADLINE);
 
         // Fast path: an unchanged write only moves the deadline, lock-free (`with` borrows the
         // entry under the shard's read lock: no reference-count traffic on hot registers).
@@ -684,6 +736,7 @@ impl Shared {
             match entry.extend(deadline) {
                 Extend::Moved { previous } => {
                     self.rescheduled(entry, previous, deadline);
+                    entry.set_ttl_ms(ttl_ms);
                     Some(revision)
                 }
                 // Removed since we looked: the slow path re-creates it.
@@ -697,8 +750,9 @@ impl Shared {
             });
         }
 
-        let commit = self.commit.lock();
-        let revision = self.next_revision(&commit);
+        self.writable()?;
+        let mut commit = self.begin();
+        let revision = commit.next_revision();
         let (change, register) = match self.registers.get(name) {
             // In the map under the commit lock: live.
             Some(entry) => {
@@ -719,6 +773,7 @@ impl Shared {
                 if let Extend::Moved { previous } = entry.extend(deadline) {
                     self.rescheduled(&entry, previous, deadline);
                 }
+                entry.set_ttl_ms(ttl_ms);
                 match outcome {
                     Some(register) => (Change::Changed, register),
                     None => {
@@ -738,7 +793,7 @@ impl Shared {
                     revision,
                     created: revision,
                 });
-                let entry = Arc::new(Entry::new(Arc::clone(&register), deadline));
+                let entry = Arc::new(Entry::new(Arc::clone(&register), deadline, ttl_ms));
                 self.registers.insert(name, Arc::clone(&entry));
                 self.inbox.push(Timer {
                     entry,
@@ -749,14 +804,8 @@ impl Shared {
             }
         };
         let name = Arc::clone(&register.name);
-        let _no_subscribers = self.feed.send(Event {
-            kind: EventKind::Set,
-            name: Arc::clone(&name),
-            revision,
-            register: Some(register),
-        });
-        self.publish(&commit, revision);
-        drop(commit);
+        commit.set(register, ttl_ms, deadline);
+        commit.finish();
         self.watchers.wake(&name, revision);
         Ok(SetOutcome { change, revision })
     }
@@ -775,21 +824,11 @@ impl Shared {
     }
 
     fn remove(&self, name: &str) -> Option<Revision> {
-        let mut commit = self.commit.lock();
+        let mut commit = self.begin();
         let (name, entry) = self.registers.remove(name)?;
         entry.kill();
-        let revision = self.next_revision(&commit);
-        commit
-            .history
-            .record(Arc::clone(&name), revision, EventKind::Delete);
-        let _no_subscribers = self.feed.send(Event {
-            kind: EventKind::Delete,
-            name: Arc::clone(&name),
-            revision,
-            register: None,
-        });
-        self.publish(&commit, revision);
-        drop(commit);
+        let revision = commit.removed(&name, EventKind::Delete);
+        commit.finish();
         self.watchers.wake(&name, revision);
         Some(revision)
     }

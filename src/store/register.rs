@@ -94,6 +94,9 @@ pub(crate) struct Entry {
     pub(crate) deadline: AtomicU64,
     /// Generation of the wheel timer that is current for this entry.
     pub(crate) timer_gen: AtomicU64,
+    /// The TTL of the latest write, in milliseconds (what a snapshot of the registry keeps, so
+    /// a restored register gets its own TTL back).
+    ttl_ms: AtomicU64,
 }
 
 /// What [`Entry::extend`] did.
@@ -106,11 +109,28 @@ pub(crate) enum Extend {
 }
 
 impl Entry {
-    pub(crate) fn new(register: Arc<Register>, deadline: u64) -> Self {
+    pub(crate) fn new(register: Arc<Register>, deadline: u64, ttl_ms: u64) -> Self {
         Self {
             snapshot: SnapshotCell::new(register),
             deadline: AtomicU64::new(deadline.min(MAX_DEADLINE)),
             timer_gen: AtomicU64::new(0),
+            ttl_ms: AtomicU64::new(ttl_ms),
+        }
+    }
+
+    /// The TTL of the latest write, in milliseconds.
+    #[cfg(feature = "persist")]
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        // Ordering: Relaxed: a figure for snapshots; it guards no other memory.
+        self.ttl_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records the TTL of a write (a refresh may change it).
+    pub(crate) fn set_ttl_ms(&self, ttl_ms: u64) {
+        // Ordering: Relaxed: see `ttl_ms`. Skipped when unchanged, so hot refreshes of one
+        // register do not contend on its cache line.
+        if self.ttl_ms.load(Ordering::Relaxed) != ttl_ms {
+            self.ttl_ms.store(ttl_ms, Ordering::Relaxed);
         }
     }
 

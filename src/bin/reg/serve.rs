@@ -1,9 +1,12 @@
-//! `reg serve`: the REST server, in memory, with a flag for every limit.
+//! `reg serve`: the REST server, in memory or persistent (`--data-dir`), with a flag for every
+//! limit.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use reg::persist::{Persist, SyncPolicy};
 use reg::server::{self, Server, ServerConfig};
 use reg::Registry;
 use tracing_subscriber::EnvFilter;
@@ -96,6 +99,39 @@ pub(crate) struct ServeArgs {
     /// else `info`.
     #[arg(long, env = "REG_LOG_LEVEL")]
     log_level: Option<String>,
+
+    /// Persist registers and revisions in this directory (created if missing; one server per
+    /// directory). Without it, reg keeps everything in memory and a restart loses it.
+    #[arg(long, env = "REG_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// With --data-dir: when a change reaches the disk. `always`: before its write is answered
+    /// (concurrent writes share one sync); `batch`: every --sync-interval (a crash loses at
+    /// most that); `none`: when the OS decides.
+    #[arg(long, env = "REG_SYNC", value_enum, default_value_t = Sync::Batch)]
+    sync: Sync,
+
+    /// With --sync batch or none: how often the log is written (and, for batch, synced).
+    #[arg(long, env = "REG_SYNC_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    sync_interval: Duration,
+
+    /// With --data-dir: the least time a restored register has left after a restart (Go
+    /// duration). Default: each register's own TTL, so providers have one TTL to refresh in.
+    #[arg(long, env = "REG_RESTORE_GRACE", value_parser = parse_duration)]
+    restore_grace: Option<Duration>,
+
+    /// With --data-dir: start even if a log file is corrupt in the middle, keeping everything
+    /// before the damage and dropping the rest (a torn last record is always dropped).
+    #[arg(long, env = "REG_REPAIR")]
+    repair: bool,
+}
+
+/// `--sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sync {
+    Always,
+    Batch,
+    None,
 }
 
 /// A Go duration flag (`10s`, `1m30s`); negative is refused.
@@ -172,11 +208,28 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let registry = Registry::builder()
+    let builder = Registry::builder()
         .max_name_len(args.max_name_len)
         .max_pending_requests(args.max_pending_requests)
-        .request_max_age(args.request_max_age)
-        .build();
+        .request_max_age(args.request_max_age);
+    if args.sync_interval.is_zero() {
+        anyhow::bail!("--sync-interval must be above zero");
+    }
+    let registry = match &args.data_dir {
+        None => builder.build(),
+        Some(dir) => {
+            let policy = match args.sync {
+                Sync::Always => SyncPolicy::Always,
+                Sync::Batch => SyncPolicy::Batch(args.sync_interval),
+                Sync::None => SyncPolicy::None(args.sync_interval),
+            };
+            let mut persist = Persist::new(dir).sync(policy).repair(args.repair);
+            if let Some(grace) = args.restore_grace {
+                persist = persist.restore_grace(grace);
+            }
+            tokio::task::block_in_place(|| builder.open(persist))?
+        }
+    };
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
         max_names: args.max_names,
