@@ -259,6 +259,17 @@ fn snapshots_bound_the_log_and_restore_the_same_state() {
             }
             registry.remove(&format!("r{}", round % 20));
         }
+        // Snapshots are taken in the background: wait (bounded) until one has replaced the
+        // first segment.
+        let first_segment = dir.path().join("log-00000000000000000001.reg");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while first_segment.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot was taken"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let state: Vec<(String, String, u64)> = registry
             .list()
             .registers
@@ -313,4 +324,81 @@ async fn always_answers_once_the_change_is_on_disk() {
     }
     let restored = open(copy.path(), &clock);
     assert_eq!(restored.get("a").unwrap().revision(), outcome.revision);
+}
+
+#[test]
+fn pending_change_requests_survive_a_restart_once_each_with_their_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let open = |snapshot_bytes: u64| {
+        Registry::builder()
+            .clock(clock.clone())
+            .manual_expiry()
+            .request_max_age(Duration::from_secs(10))
+            .open(
+                Persist::new(dir.path())
+                    .sync(SyncPolicy::Always)
+                    .snapshot_after_bytes(snapshot_bytes),
+            )
+            .unwrap()
+    };
+    {
+        let registry = open(u64::MAX);
+        registry.request("pump", json("\"on\"")).unwrap();
+        registry.request("pump", json("\"off\"")).unwrap(); // latest wins
+        registry.request("valve", json("1")).unwrap();
+        registry.request("taken", json("1")).unwrap();
+        let taken = registry.try_take_requests(&Selector::names(["taken"]));
+        assert_eq!(taken.len(), 1);
+        clock.advance(Duration::from_secs(8));
+        registry.request("late", json("2")).unwrap();
+    }
+    {
+        let registry = open(u64::MAX);
+        assert_eq!(registry.stats().pending_requests, 3);
+        let pump = registry.try_take_requests(&Selector::names(["pump"]));
+        assert_eq!(pump.len(), 1);
+        assert_eq!(pump[0].value.as_str(), "\"off\"");
+        assert!(
+            registry
+                .try_take_requests(&Selector::names(["taken"]))
+                .is_empty(),
+            "delivered before the restart: never again"
+        );
+        // Taking is logged too: pump is not delivered a second time after another restart.
+    }
+    let registry = open(u64::MAX);
+    assert!(registry
+        .try_take_requests(&Selector::names(["pump"]))
+        .is_empty());
+    // valve is 8 s old: 3 s more and it is past the 10 s age limit; late is 3 s old.
+    clock.advance(Duration::from_secs(3));
+    let left = registry.try_take_requests(&Selector::All);
+    let names: Vec<&str> = left.iter().map(|r| &*r.name).collect();
+    assert_eq!(names, ["late"], "valve aged out across the restart");
+    drop(registry);
+
+    // In a snapshot, too.
+    let registry = open(1);
+    registry.request("snap", json("3")).unwrap();
+    for i in 0..50 {
+        registry
+            .set(&format!("r{i}"), json("1"), None, HOUR)
+            .unwrap();
+    }
+    // The snapshot thread works in the background: wait (bounded) until a snapshot has
+    // replaced the segment that held the request's record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let first_segment = segments(dir.path()).remove(0);
+    while first_segment.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot was taken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(registry);
+    let registry = open(u64::MAX);
+    let snap = registry.try_take_requests(&Selector::names(["snap"]));
+    assert_eq!(snap.len(), 1);
 }

@@ -31,8 +31,9 @@
 //! as wall time), the revision counter, and the removal history (so a wait with the
 //! `X-Reg-Index` a client had before the restart misses nothing). A refresh that changes
 //! nothing is not written (a fleet refreshing 20,000 registers a second writes nothing for it);
-//! snapshots record current deadlines. Not persisted yet: pending change requests (a restart
-//! still drops them).
+//! snapshots record current deadlines. Pending change requests persist too, with their age (a
+//! command sent to a device is still there for it after a restart, and still expires after
+//! `--request-max-age`), each delivered at most once across the restart.
 //!
 //! # TTL across a restart
 //!
@@ -47,10 +48,12 @@ mod record;
 mod snapshot;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::json::Json;
 use crate::store::commit::Durability;
 use crate::store::restore::{restored_deadline, Restore};
 use crate::store::{Registry, RegistryBuilder, Revision};
@@ -210,6 +213,13 @@ impl Durability for Durable {
         self.log.durable(revision)
     }
 
+    fn durable_all(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Arc<str>>> + Send + 'static>>
+    {
+        self.log.durable_all()
+    }
+
     fn close(&self) {
         self.log.close();
         // The writer is gone, and with it the snapshot thread's channel: it ends.
@@ -225,14 +235,13 @@ fn open(builder: RegistryBuilder, persist: Persist) -> Result<Registry, PersistE
     let lock = DirLock::acquire(&dir)?;
     let listing = list(&dir)?;
     let registry = builder.build();
-    let mut restore = registry.restore();
-    let grace = persist.restore_grace;
+    let mut replay = Replay::new(registry.restore(), persist.restore_grace);
 
     // The newest snapshot, then the segments from its cut on.
     let mut base = 0;
     if let Some((revision, path)) = listing.snapshots.last() {
         base = *revision;
-        load_snapshot(&mut restore, path, grace, persist.repair)?;
+        load_snapshot(&mut replay, path, persist.repair)?;
     }
     let segments: Vec<&(Revision, PathBuf)> = listing
         .segments
@@ -251,9 +260,7 @@ fn open(builder: RegistryBuilder, persist: Persist) -> Result<Registry, PersistE
     let mut last_end = None;
     for (i, (_, path)) in segments.iter().enumerate() {
         let is_last = i + 1 == segments.len();
-        let scanned = read_frames(path, LOG_MAGIC, |record, _| {
-            apply(&mut restore, record, grace)
-        })?;
+        let scanned = read_frames(path, LOG_MAGIC, |record, _| replay.apply(record))?;
         replayed += scanned.end;
         let mut end = scanned.end;
         if let Some(damage) = scanned.damage {
@@ -290,7 +297,7 @@ fn open(builder: RegistryBuilder, persist: Persist) -> Result<Registry, PersistE
             last_end = Some(((*path).clone(), end));
         }
     }
-    let revision = restore.finish();
+    let revision = replay.finish();
 
     // Append to the newest segment, or start one after what was restored.
     let (first, end) = match &last_end {
@@ -320,7 +327,8 @@ fn open(builder: RegistryBuilder, persist: Persist) -> Result<Registry, PersistE
         snapshots: parking_lot::Mutex::new(Some(snapshots)),
         _lock: lock,
     };
-    registry.attach(Box::new(sink), Arc::new(durable));
+    let requests = Arc::clone(&durable.log);
+    registry.attach(Box::new(sink), Arc::new(durable), requests);
     tracing::info!(
         dir = %dir.display(),
         revision,
@@ -356,7 +364,58 @@ fn truncate(path: &Path, end: u64) -> Result<(), PersistError> {
         .map_err(|e| PersistError::io(path, e))
 }
 
-/// Puts one saved record back.
+/// Puts saved records back: registers at once, change requests at the end (a request
+/// applies unless a newer one for its name, or a take of it or of a newer one, is on record:
+/// their records are in id order, not in the order they were written).
+struct Replay<'a> {
+    restore: Restore<'a>,
+    grace: Option<Duration>,
+    requests: HashMap<Arc<str>, (u64, Json, u64)>,
+    taken: HashMap<Arc<str>, u64>,
+}
+
+impl<'a> Replay<'a> {
+    fn new(restore: Restore<'a>, grace: Option<Duration>) -> Self {
+        Replay {
+            restore,
+            grace,
+            requests: HashMap::new(),
+            taken: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Request {
+                name,
+                id,
+                value,
+                at_wall_ms,
+            } => {
+                let newer = self.requests.get(&name).is_some_and(|(had, ..)| *had >= id);
+                if !newer {
+                    self.requests.insert(name, (id, value, at_wall_ms));
+                }
+            }
+            Record::Taken { name, id } => {
+                let taken = self.taken.entry(name).or_insert(0);
+                *taken = (*taken).max(id);
+            }
+            other => apply(&mut self.restore, other, self.grace),
+        }
+    }
+
+    fn finish(mut self) -> Revision {
+        for (name, (id, value, at_wall_ms)) in self.requests {
+            if self.taken.get(&name).is_none_or(|taken| *taken < id) {
+                self.restore.request(name, value, id, at_wall_ms);
+            }
+        }
+        self.restore.finish()
+    }
+}
+
+/// Puts one saved register record back.
 fn apply(restore: &mut Restore<'_>, record: Record, grace: Option<Duration>) {
     match record {
         Record::Set {
@@ -378,35 +437,33 @@ fn apply(restore: &mut Restore<'_>, record: Record, grace: Option<Duration>) {
             restore.forget_through(horizon);
             restore.saw(revision);
         }
-        Record::SnapshotEnd { .. } => {}
+        Record::SnapshotEnd { .. } | Record::Request { .. } | Record::Taken { .. } => {}
     }
 }
 
 /// Restores a snapshot: it must begin with its begin record and end with its end record,
 /// undamaged (it was renamed into place whole); with `repair`, what precedes damage is kept.
-fn load_snapshot(
-    restore: &mut Restore<'_>,
-    path: &Path,
-    grace: Option<Duration>,
-    repair: bool,
-) -> Result<(), PersistError> {
+fn load_snapshot(replay: &mut Replay<'_>, path: &Path, repair: bool) -> Result<(), PersistError> {
     let mut began = false;
     let mut ended = false;
-    let mut counts = (0u64, 0u64);
+    let mut counts = (0u64, 0u64, 0u64);
     let scanned = read_frames(path, SNAPSHOT_MAGIC, |record, _| {
         match &record {
             Record::SnapshotBegin { .. } => began = true,
             Record::SnapshotEnd {
                 registers,
                 removals,
+                requests,
             } => {
-                ended = counts == (*registers, *removals);
+                ended = counts == (*registers, *removals, *requests);
             }
             Record::Set { .. } => counts.0 += 1,
             Record::Removed { .. } => counts.1 += 1,
+            Record::Request { .. } => counts.2 += 1,
+            Record::Taken { .. } => {}
         }
         if began && !ended {
-            apply(restore, record, grace);
+            replay.apply(record);
         }
     })?;
     let damage = match scanned.damage {

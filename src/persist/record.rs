@@ -11,8 +11,14 @@
 //! | 1 | set | revision, created, ttl_ms, deadline (wall ms since the Unix epoch), name, value, metadata? |
 //! | 2 | delete | revision, name |
 //! | 3 | expire | revision, name |
+//! | 4 | change request | id, wall ms when made, name, value |
+//! | 5 | request taken | id, name (taken by a provider, or dropped for its age) |
 //! | 16 | snapshot begin | revision (the log's cut), wall ms when taken, history horizon |
-//! | 17 | snapshot end | registers, removals (counts, so a snapshot is known whole) |
+//! | 17 | snapshot end | registers, removals, requests (counts, so a snapshot is known whole) |
+//!
+//! Register records are in revision order. Request records are ordered by their ids instead
+//! (they are not changes to registers and take no revision): a request applies unless a
+//! newer one for its name, or its own or a newer take, is on record.
 //!
 //! A reader that meets an unknown type refuses the file (a newer format), never skips it.
 
@@ -37,6 +43,8 @@ pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"REGSNP\0\x01";
 const SET: u8 = 1;
 const DELETE: u8 = 2;
 const EXPIRE: u8 = 3;
+const REQUEST: u8 = 4;
+const TAKEN: u8 = 5;
 const SNAPSHOT_BEGIN: u8 = 16;
 const SNAPSHOT_END: u8 = 17;
 
@@ -51,6 +59,15 @@ pub(crate) enum Record {
         revision: Revision,
         kind: EventKind,
     },
+    /// A change request made.
+    Request {
+        name: Arc<str>,
+        id: u64,
+        value: Json,
+        at_wall_ms: u64,
+    },
+    /// A change request taken (or dropped for its age).
+    Taken { name: Arc<str>, id: u64 },
     /// A snapshot's first record.
     SnapshotBegin {
         revision: Revision,
@@ -58,7 +75,11 @@ pub(crate) enum Record {
         horizon: Revision,
     },
     /// A snapshot's last record.
-    SnapshotEnd { registers: u64, removals: u64 },
+    SnapshotEnd {
+        registers: u64,
+        removals: u64,
+        requests: u64,
+    },
 }
 
 /// Appends a frame holding what `payload` writes, its checksum left for [`seal`] to fill in
@@ -126,6 +147,26 @@ pub(crate) fn put_removed(out: &mut Vec<u8>, name: &str, revision: Revision, kin
     });
 }
 
+/// Appends a change request record.
+pub(crate) fn put_request(out: &mut Vec<u8>, name: &str, id: u64, value: &Json, at_wall_ms: u64) {
+    frame(out, |out| {
+        out.push(REQUEST);
+        put_u64(out, id);
+        put_u64(out, at_wall_ms);
+        put_str(out, name);
+        put_str(out, value.as_str());
+    });
+}
+
+/// Appends a request-taken record.
+pub(crate) fn put_taken(out: &mut Vec<u8>, name: &str, id: u64) {
+    frame(out, |out| {
+        out.push(TAKEN);
+        put_u64(out, id);
+        put_str(out, name);
+    });
+}
+
 /// Appends a snapshot's first record.
 pub(crate) fn put_snapshot_begin(
     out: &mut Vec<u8>,
@@ -142,11 +183,12 @@ pub(crate) fn put_snapshot_begin(
 }
 
 /// Appends a snapshot's last record.
-pub(crate) fn put_snapshot_end(out: &mut Vec<u8>, registers: u64, removals: u64) {
+pub(crate) fn put_snapshot_end(out: &mut Vec<u8>, registers: u64, removals: u64, requests: u64) {
     frame(out, |out| {
         out.push(SNAPSHOT_END);
         put_u64(out, registers);
         put_u64(out, removals);
+        put_u64(out, requests);
     });
 }
 
@@ -289,6 +331,23 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, Bad> {
                 kind,
             }
         }
+        REQUEST => {
+            let id = fields.u64()?;
+            let at_wall_ms = fields.u64()?;
+            let name = Arc::from(fields.str()?);
+            let value = fields.json()?;
+            Record::Request {
+                name,
+                id,
+                value,
+                at_wall_ms,
+            }
+        }
+        TAKEN => {
+            let id = fields.u64()?;
+            let name = Arc::from(fields.str()?);
+            Record::Taken { name, id }
+        }
         SNAPSHOT_BEGIN => Record::SnapshotBegin {
             revision: fields.u64()?,
             wall_ms: fields.u64()?,
@@ -297,6 +356,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, Bad> {
         SNAPSHOT_END => Record::SnapshotEnd {
             registers: fields.u64()?,
             removals: fields.u64()?,
+            requests: fields.u64()?,
         },
         other => return Err(Bad::Undecodable(format!("unknown record type {other}"))),
     };
@@ -334,8 +394,10 @@ mod tests {
         put_set(&mut out, &b, 1, 2);
         put_removed(&mut out, "b", 9, EventKind::Delete);
         put_removed(&mut out, "kitchen.temp", 10, EventKind::Expire);
+        put_request(&mut out, "door", 3, &json("\"open\""), 99);
+        put_taken(&mut out, "door", 3);
         put_snapshot_begin(&mut out, 10, 5, 2);
-        put_snapshot_end(&mut out, 2, 1);
+        put_snapshot_end(&mut out, 2, 1, 1);
         assert!(next_frame(&out).is_err(), "not sealed yet");
         seal(&mut out);
         let mut records = Vec::new();
@@ -345,7 +407,7 @@ mod tests {
             records.push(decode(payload).unwrap());
             at += len;
         }
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 8);
         assert_eq!(
             records[0],
             Record::Set {
@@ -370,10 +432,27 @@ mod tests {
             }
         );
         assert_eq!(
+            records[4],
+            Record::Request {
+                name: Arc::from("door"),
+                id: 3,
+                value: json("\"open\""),
+                at_wall_ms: 99
+            }
+        );
+        assert_eq!(
             records[5],
+            Record::Taken {
+                name: Arc::from("door"),
+                id: 3
+            }
+        );
+        assert_eq!(
+            records[7],
             Record::SnapshotEnd {
                 registers: 2,
-                removals: 1
+                removals: 1,
+                requests: 1
             }
         );
     }

@@ -23,7 +23,9 @@ use std::sync::mpsc;
 use std::sync::Weak;
 
 use super::files::{list, snapshot_name, sync_dir};
-use super::record::{put_removed, put_set, put_snapshot_begin, put_snapshot_end, seal};
+use super::record::{
+    put_removed, put_request, put_set, put_snapshot_begin, put_snapshot_end, seal,
+};
 use super::writer::{Log, ToSnapshots};
 use super::PersistError;
 use crate::store::{Revision, Shared};
@@ -72,6 +74,7 @@ pub(crate) fn take(shared: &Shared, dir: &Path, revision: Revision) -> Result<u6
     let io = |source| PersistError::io(&tmp, source);
     let (horizon, removals) = shared.saved_history();
     let registers = shared.saved_registers();
+    let requests = shared.saved_requests();
     let wall = shared.wall_ms();
     let mut file = BufWriter::new(File::create(&tmp).map_err(io)?);
     file.write_all(super::record::SNAPSHOT_MAGIC).map_err(io)?;
@@ -97,7 +100,18 @@ pub(crate) fn take(shared: &Shared, dir: &Path, revision: Revision) -> Result<u6
             flush(&mut chunk, &mut file).map_err(io)?;
         }
     }
-    put_snapshot_end(&mut chunk, registers.len() as u64, removals.len() as u64);
+    for (name, value, id, at_wall) in &requests {
+        put_request(&mut chunk, name, *id, value, *at_wall);
+        if chunk.len() >= WRITE_CHUNK {
+            flush(&mut chunk, &mut file).map_err(io)?;
+        }
+    }
+    put_snapshot_end(
+        &mut chunk,
+        registers.len() as u64,
+        removals.len() as u64,
+        requests.len() as u64,
+    );
     flush(&mut chunk, &mut file).map_err(io)?;
     let file = file.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;

@@ -13,6 +13,10 @@
 //! * **What "synced" means.** `Synced::revision` moves to `through` only after the bytes up to
 //!   it are written — and, under `always` and `batch`, `fdatasync`ed. Under `always` a writer
 //!   that commits waits for it (see `Durability::durable`) before answering.
+//! * Change requests are not commits: their records are appended to `Pending::buf` directly,
+//!   by the requester after its map change (lock order: a map shard → pending, never the
+//!   other way), between whole commits. `Pending::appended` counts every byte handed over,
+//!   so "everything so far is synced" is a position too (`Synced::bytes`).
 //! * **A cut** (for a snapshot) is a position in `Pending::buf` recorded at a commit boundary
 //!   with the revision published there: the bytes before it go to the current segment, which
 //!   is then synced and closed; the bytes after it start `log-<revision + 1>`.
@@ -31,7 +35,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::files::{open_segment, segment_name, sync_dir};
-use super::record::{put_removed, put_set, seal};
+use super::record::{put_removed, put_request, put_set, put_taken, seal};
 use super::SyncPolicy;
 use crate::store::commit::{Committed, Durability, Now, Sink};
 use crate::store::Revision;
@@ -49,6 +53,8 @@ const KEEP_BUFFER: usize = 1 << 20;
 pub(crate) struct Pending {
     buf: Vec<u8>,
     through: Revision,
+    /// Bytes ever handed over (commits and request records): a position in the log.
+    appended: u64,
     cut: Option<(usize, Revision)>,
     stop: bool,
 }
@@ -57,6 +63,8 @@ pub(crate) struct Pending {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Synced {
     pub(crate) revision: Revision,
+    /// How much of what was ever handed over ([`Pending::appended`]) is written (and synced).
+    pub(crate) bytes: u64,
     /// Why writes are refused now, if they are.
     pub(crate) error: Option<Arc<str>>,
 }
@@ -101,6 +109,7 @@ impl Sink for LogSink {
 
     fn committed(&mut self, through: Revision) {
         let mut pending = self.log.pending.lock();
+        pending.appended += self.local.len() as u64;
         if pending.buf.is_empty() {
             std::mem::swap(&mut pending.buf, &mut self.local);
         } else {
@@ -141,6 +150,25 @@ impl Durability for Log {
                 .map(|s| s.clone());
             match seen {
                 Ok(s) if s.revision >= revision => Ok(()),
+                Ok(s) => Err(s.error.unwrap_or_else(|| Arc::from("the log failed"))),
+                Err(_) => Err(Arc::from("the log writer has stopped")),
+            }
+        })
+    }
+
+    fn durable_all(&self) -> Pin<Box<dyn Future<Output = Result<(), Arc<str>>> + Send + 'static>> {
+        if self.policy != SyncPolicy::Always {
+            return Box::pin(std::future::ready(Ok(())));
+        }
+        let position = self.pending.lock().appended;
+        let mut synced = self.synced.subscribe();
+        Box::pin(async move {
+            let seen = synced
+                .wait_for(|s| s.bytes >= position || s.error.is_some())
+                .await
+                .map(|s| s.clone());
+            match seen {
+                Ok(s) if s.bytes >= position => Ok(()),
                 Ok(s) => Err(s.error.unwrap_or_else(|| Arc::from("the log failed"))),
                 Err(_) => Err(Arc::from("the log writer has stopped")),
             }
@@ -209,6 +237,7 @@ pub(crate) fn start(start: Start) -> Result<(Arc<Log>, LogSink), super::PersistE
     sync_dir(&dir)?;
     let (synced, _) = tokio::sync::watch::channel(Synced {
         revision: through,
+        bytes: 0,
         error: None,
     });
     let log = Arc::new(Log {
@@ -228,6 +257,7 @@ pub(crate) fn start(start: Start) -> Result<(Arc<Log>, LogSink), super::PersistE
         unwritten: Vec::new(),
         cut: None,
         through,
+        appended: 0,
         since_snapshot: replayed,
         snapshot_after,
         asked: false,
@@ -256,6 +286,8 @@ struct Writer {
     cut: Option<(usize, Revision)>,
     /// The revision the last byte of `unwritten` covers.
     through: Revision,
+    /// [`Pending::appended`] as of the last byte of `unwritten`.
+    appended: u64,
     /// Log bytes written since the last snapshot's cut.
     since_snapshot: u64,
     snapshot_after: u64,
@@ -302,6 +334,7 @@ impl Writer {
                     self.cut = Some((offset + at, revision));
                 }
                 self.through = pending.through;
+                self.appended = pending.appended;
                 let stop = pending.stop;
                 drop(pending);
                 seal(&mut chunk);
@@ -391,6 +424,7 @@ impl Writer {
         }
         self.log.synced.send_replace(Synced {
             revision: self.through,
+            bytes: self.appended,
             error: None,
         });
         if !self.asked && self.since_snapshot >= self.snapshot_after {
@@ -409,7 +443,29 @@ impl Writer {
     }
 }
 
+impl crate::store::RequestLog for Log {
+    fn requested(&self, name: &str, id: u64, value: &crate::json::Json, at_wall_ms: u64) {
+        self.append(|buf| put_request(buf, name, id, value, at_wall_ms));
+    }
+
+    fn taken(&self, name: &str, id: u64) {
+        self.append(|buf| put_taken(buf, name, id));
+    }
+}
+
 impl Log {
+    /// Appends a record that is not a commit (a change request's) to what is pending.
+    fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut pending = self.pending.lock();
+        let before = pending.buf.len();
+        encode(&mut pending.buf);
+        pending.appended += (pending.buf.len() - before) as u64;
+        drop(pending);
+        if self.policy == SyncPolicy::Always {
+            self.wake.notify_one();
+        }
+    }
+
     /// Asks for a cut at the current commit boundary (`revision`, the one published there):
     /// called under the commit lock, so `Pending::buf` holds exactly the commits up to it.
     pub(crate) fn cut(&self, revision: Revision) {

@@ -62,5 +62,6 @@ pub(crate) async fn put(
             .map(|entry| (entry.name.as_str(), entry.value.clone())),
     )?;
     tracing::debug!(count = entries.len(), "change requests stored");
+    shared.registry.durable_all().await?;
     Ok(routes::empty(StatusCode::ACCEPTED))
 }

@@ -87,6 +87,12 @@ pub(crate) trait Durability: Send + Sync + fmt::Debug + 'static {
         revision: Revision,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Arc<str>>> + Send + 'static>>;
 
+    /// Resolves when everything written so far — changes and change requests — is as durable
+    /// as the policy promises.
+    fn durable_all(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Arc<str>>> + Send + 'static>>;
+
     /// Writes out what is pending and stops (the last registry handle is gone).
     fn close(&self);
 }
@@ -128,8 +134,15 @@ impl Shared {
 
     /// Makes this registry durable: `sink` is told of every change from now on, and writes
     /// consult `durability`. Once, before the registry serves anyone.
-    pub(crate) fn attach(&self, sink: Box<dyn Sink>, durability: Arc<dyn Durability>) {
+    #[cfg(feature = "persist")]
+    pub(crate) fn attach(
+        &self,
+        sink: Box<dyn Sink>,
+        durability: Arc<dyn Durability>,
+        requests: Arc<dyn crate::store::RequestLog>,
+    ) {
         self.add_sink(sink);
+        self.requests.attach(requests);
         let _already = self.durability.set(durability);
     }
 

@@ -43,6 +43,8 @@ use tokio::sync::broadcast;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Event, EventKind, FeedError, Subscription};
 pub use register::{Register, Revision};
+#[cfg(feature = "persist")]
+pub(crate) use requests::RequestLog;
 pub use requests::{ChangeRequest, TakeRequests};
 pub use watch::{Selector, Wait, WaitOutcome};
 
@@ -275,7 +277,11 @@ impl RegistryBuilder {
             }),
             revision: AtomicU64::new(0),
             watchers: Arc::new(WatchSlots::new()),
-            requests: Requests::new(self.max_pending_requests, duration_ms(self.request_max_age)),
+            requests: Requests::new(
+                self.max_pending_requests,
+                duration_ms(self.request_max_age),
+                Arc::clone(&clock),
+            ),
             closed: Arc::new(WatchSlots::new()),
             inbox: Queue::new(),
             expiry: Mutex::new(ExpiryState::new(now, self.removal_history)),
@@ -455,6 +461,26 @@ impl Registry {
         Ok(self.shared().remove(name))
     }
 
+    /// Resolves when everything written so far — changes and change requests — is as durable
+    /// as the registry's sync policy promises (see [`durable`](Self::durable)).
+    pub fn durable_all(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
+        let wait = self
+            .shared()
+            .durability
+            .get()
+            .map(|durability| durability.durable_all());
+        async move {
+            match wait {
+                Some(wait) => wait.await.map_err(|reason| StoreError::Unavailable {
+                    reason: reason.to_string(),
+                }),
+                None => Ok(()),
+            }
+        }
+    }
+
     /// Resolves when every change up to `revision` is as durable as the registry's sync
     /// policy promises: at once for an in-memory registry and for the `batch` and `none`
     /// policies; for `always`, when the log is synced to disk (many writers share one sync).
@@ -569,6 +595,7 @@ impl Registry {
     pub fn request(&self, name: &str, value: Json) -> Result<(), StoreError> {
         let shared = self.shared();
         shared.check_name(name)?;
+        shared.writable()?;
         shared.requests.request(name, value, shared.now_ms())
     }
 
@@ -585,6 +612,7 @@ impl Registry {
         for (name, _) in requests.clone() {
             shared.check_name(name)?;
         }
+        shared.writable()?;
         shared.requests.request_many(requests, shared.now_ms())
     }
 

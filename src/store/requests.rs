@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 
 use crate::json::Json;
 use crate::store::watch::{Registration, Selector, Signal, WatchSlots, SHUTDOWN};
-use crate::store::{Shared, StoreError};
+use crate::store::{Clock, Shared, StoreError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Map, Ordering};
 
 /// A change request as stored.
@@ -32,6 +32,19 @@ pub(crate) struct Pending {
     value: Json,
     /// When it was made, in clock milliseconds (for the age limit).
     at: u64,
+    /// Its sequence number: unique, increasing, what its takers are fired with, and how a
+    /// log tells this request from an older or newer one for the same name.
+    id: u64,
+}
+
+/// Where pending requests are logged (a persistent registry's log, see `persist/`). Called
+/// outside any registry lock, after the map change it records; the log orders records by
+/// `id`, not by arrival.
+pub(crate) trait RequestLog: Send + Sync + std::fmt::Debug + 'static {
+    /// `name`'s request `id` for `value`, made at wall time `at_wall_ms`.
+    fn requested(&self, name: &str, id: u64, value: &Json, at_wall_ms: u64);
+    /// `name`'s request `id` left the pending set (taken, or dropped for its age).
+    fn taken(&self, name: &str, id: u64);
 }
 
 /// A change request handed to a provider: the register name and the value asked for.
@@ -55,10 +68,13 @@ pub(crate) struct Requests {
     max_pending: usize,
     /// Age limit in clock milliseconds.
     max_age_ms: u64,
+    /// Set once, before serving, when the registry persists.
+    log: std::sync::OnceLock<Arc<dyn RequestLog>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Requests {
-    pub(crate) fn new(max_pending: usize, max_age_ms: u64) -> Self {
+    pub(crate) fn new(max_pending: usize, max_age_ms: u64, clock: Arc<dyn Clock>) -> Self {
         Self {
             pending: Map::new(),
             count: AtomicUsize::new(0),
@@ -66,6 +82,49 @@ impl Requests {
             watchers: Arc::new(WatchSlots::new()),
             max_pending,
             max_age_ms,
+            log: std::sync::OnceLock::new(),
+            clock,
+        }
+    }
+
+    /// Logs every request from now on to `log`.
+    #[cfg(feature = "persist")]
+    pub(crate) fn attach(&self, log: Arc<dyn RequestLog>) {
+        let _already = self.log.set(log);
+    }
+
+    /// Restores a saved request (before serving: nothing waits, nothing is logged).
+    #[cfg(feature = "persist")]
+    pub(crate) fn restore(&self, name: Arc<str>, value: Json, id: u64, at_wall_ms: u64) {
+        let age = self.clock.wall_ms().saturating_sub(at_wall_ms);
+        let at = self.clock.now_ms().saturating_sub(age);
+        if self
+            .pending
+            .insert(name, Pending { value, at, id })
+            .is_none()
+        {
+            // Ordering: Relaxed: see `request`.
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        // Ordering: Relaxed: before serving; nobody else is looking.
+        self.seq.fetch_max(id, Ordering::Relaxed);
+    }
+
+    /// Every pending request as (name, value, id, wall time made), for a snapshot.
+    #[cfg(feature = "persist")]
+    pub(crate) fn saved(&self) -> Vec<(Arc<str>, Json, u64, u64)> {
+        let (now, wall) = (self.clock.now_ms(), self.clock.wall_ms());
+        let mut out = Vec::with_capacity(self.len());
+        self.pending.for_each(|name, pending| {
+            let at_wall = wall.saturating_sub(now.saturating_sub(pending.at));
+            out.push((Arc::clone(name), pending.value.clone(), pending.id, at_wall));
+        });
+        out
+    }
+
+    fn log_taken(&self, name: &str, pending: &Pending) {
+        if let Some(log) = self.log.get() {
+            log.taken(name, pending.id);
         }
     }
 
@@ -91,7 +150,14 @@ impl Requests {
         // never drops below the true size, let alone wraps. (Raising it after the insert let a
         // racing take decrement first: `count` wrapped to `usize::MAX` and refused every new
         // name as over the cap; found by the loom model `concurrent_take_never_trips_the_cap`.)
-        let request = Pending { value, at: now };
+        // Ordering: AcqRel: sequence numbers only need to be unique and increasing; the fire
+        // (AcqRel fetch_max on the signal) carries the happens-before to the taker.
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let request = Pending {
+            value,
+            at: now,
+            id: seq,
+        };
         self.pending.upsert_with(
             Arc::from(name),
             || {
@@ -101,9 +167,9 @@ impl Requests {
             },
             |pending| *pending = request.clone(),
         );
-        // Ordering: AcqRel: sequence numbers only need to be unique and increasing; the fire
-        // (AcqRel fetch_max on the signal) carries the happens-before to the taker.
-        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(log) = self.log.get() {
+            log.requested(name, seq, &request.value, self.clock.wall_ms());
+        }
         self.watchers.wake(name, seq);
     }
 
@@ -138,6 +204,7 @@ impl Requests {
                 for name in names.iter() {
                     if let Some((name, pending)) = self.pending.remove(&**name) {
                         self.count.fetch_sub(1, Ordering::Relaxed);
+                        self.log_taken(&name, &pending);
                         if self.is_fresh(&pending, now) {
                             out.push(ChangeRequest {
                                 name,
@@ -151,6 +218,7 @@ impl Requests {
                 let mut removed = 0;
                 self.pending.retain(|name, pending| {
                     removed += 1;
+                    self.log_taken(name, pending);
                     if self.is_fresh(pending, now) {
                         out.push(ChangeRequest {
                             name: Arc::clone(name),
@@ -170,9 +238,12 @@ impl Requests {
     /// Drops requests older than the age limit; returns how many.
     pub(crate) fn sweep(&self, now: u64) -> usize {
         let mut dropped = 0;
-        self.pending.retain(|_, pending| {
+        self.pending.retain(|name, pending| {
             let keep = self.is_fresh(pending, now);
-            dropped += usize::from(!keep);
+            if !keep {
+                dropped += 1;
+                self.log_taken(name, pending);
+            }
             keep
         });
         // Ordering: Relaxed: see `request`.

@@ -52,8 +52,9 @@ impl Registry {
         &self,
         sink: Box<dyn crate::store::commit::Sink>,
         durability: Arc<dyn crate::store::commit::Durability>,
+        requests: Arc<dyn crate::store::RequestLog>,
     ) {
-        self.shared().attach(sink, durability);
+        self.shared().attach(sink, durability, requests);
     }
 
     /// Starts restoring saved state into this registry (which must not have served anyone).
@@ -96,6 +97,11 @@ impl Shared {
             .removals_after(horizon)
             .unwrap_or_default();
         (horizon, removals)
+    }
+
+    /// Every pending change request as (name, value, id, wall time made), for a snapshot.
+    pub(crate) fn saved_requests(&self) -> Vec<(Arc<str>, Json, u64, u64)> {
+        self.requests.saved()
     }
 
     /// Runs `f` with the published revision under the commit lock: no change commits while it
@@ -174,6 +180,11 @@ impl Restore<'_> {
     /// that far.
     pub(crate) fn saw(&mut self, revision: Revision) {
         self.revision = self.revision.max(revision);
+    }
+
+    /// Restores a pending change request (the caller has decided it applies).
+    pub(crate) fn request(&mut self, name: Arc<str>, value: Json, id: u64, at_wall_ms: u64) {
+        self.shared.requests.restore(name, value, id, at_wall_ms);
     }
 
     /// This run's clock: (monotonic ms, wall ms), to place saved deadlines on.

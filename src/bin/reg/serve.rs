@@ -126,6 +126,19 @@ pub(crate) struct ServeArgs {
     repair: bool,
 }
 
+/// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ, whose default is
+/// to kill the process. With a handler installed the write fails with EFBIG instead, and the
+/// log reports it like a full disk: writes are refused (503) until it can write again.
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    /// SIGXFSZ on Linux.
+    const SIGXFSZ: i32 = 25;
+    let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ))
+        .context("cannot handle SIGXFSZ")?;
+    // The handler stays installed for the life of the process; nothing needs to read it.
+    drop(signal);
+    Ok(())
+}
+
 /// `--sync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Sync {
@@ -214,6 +227,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .request_max_age(args.request_max_age);
     if args.sync_interval.is_zero() {
         anyhow::bail!("--sync-interval must be above zero");
+    }
+    if args.data_dir.is_some() {
+        survive_file_size_limit()?;
     }
     let registry = match &args.data_dir {
         None => builder.build(),
