@@ -11,6 +11,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod model;
+#[cfg(feature = "persist")]
+mod persist;
 
 use model::{Harness, Op, Ttl, NAMES};
 use proptest::prelude::*;
@@ -196,4 +198,17 @@ fn mass_expiry_folds_the_history_exactly() {
         });
     }
     Harness::run(&ops);
+}
+
+#[cfg(feature = "persist")]
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_restart_is_invisible(ops in prop::collection::vec(persist::op(), 1..40)) {
+        persist::run(&ops);
+    }
 }

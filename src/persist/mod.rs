@@ -372,6 +372,8 @@ struct Replay<'a> {
     grace: Option<Duration>,
     requests: HashMap<Arc<str>, (u64, Json, u64)>,
     taken: HashMap<Arc<str>, u64>,
+    /// The newest request id on record (requested or taken).
+    last_id: u64,
 }
 
 impl<'a> Replay<'a> {
@@ -381,6 +383,7 @@ impl<'a> Replay<'a> {
             grace,
             requests: HashMap::new(),
             taken: HashMap::new(),
+            last_id: 0,
         }
     }
 
@@ -392,12 +395,14 @@ impl<'a> Replay<'a> {
                 value,
                 at_wall_ms,
             } => {
+                self.last_id = self.last_id.max(id);
                 let newer = self.requests.get(&name).is_some_and(|(had, ..)| *had >= id);
                 if !newer {
                     self.requests.insert(name, (id, value, at_wall_ms));
                 }
             }
             Record::Taken { name, id } => {
+                self.last_id = self.last_id.max(id);
                 let taken = self.taken.entry(name).or_insert(0);
                 *taken = (*taken).max(id);
             }
@@ -406,6 +411,7 @@ impl<'a> Replay<'a> {
     }
 
     fn finish(mut self) -> Revision {
+        self.restore.request_ids_through(self.last_id);
         for (name, (id, value, at_wall_ms)) in self.requests {
             if self.taken.get(&name).is_none_or(|taken| *taken < id) {
                 self.restore.request(name, value, id, at_wall_ms);

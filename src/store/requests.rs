@@ -110,6 +110,14 @@ impl Requests {
         self.seq.fetch_max(id, Ordering::Relaxed);
     }
 
+    /// Request ids on record went up to `id`: new requests take later ones (a take of an
+    /// older request must not be mistaken for a take of a new one).
+    #[cfg(feature = "persist")]
+    pub(crate) fn restore_seq(&self, id: u64) {
+        // Ordering: Relaxed: before serving; nobody else is looking.
+        self.seq.fetch_max(id, Ordering::Relaxed);
+    }
+
     /// Every pending request as (name, value, id, wall time made), for a snapshot.
     #[cfg(feature = "persist")]
     pub(crate) fn saved(&self) -> Vec<(Arc<str>, Json, u64, u64)> {

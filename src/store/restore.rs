@@ -187,6 +187,11 @@ impl Restore<'_> {
         self.shared.requests.restore(name, value, id, at_wall_ms);
     }
 
+    /// Request ids on record went up to `id`.
+    pub(crate) fn request_ids_through(&mut self, id: u64) {
+        self.shared.requests.restore_seq(id);
+    }
+
     /// This run's clock: (monotonic ms, wall ms), to place saved deadlines on.
     pub(crate) fn clock_now(&self) -> (u64, u64) {
         (self.shared.clock.now_ms(), self.shared.clock.wall_ms())
