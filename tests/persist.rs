@@ -402,3 +402,34 @@ fn pending_change_requests_survive_a_restart_once_each_with_their_age() {
     let snap = registry.try_take_requests(&Selector::names(["snap"]));
     assert_eq!(snap.len(), 1);
 }
+
+#[test]
+fn a_register_due_at_restore_expires_after_it_at_a_new_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    {
+        let registry = open(dir.path(), &clock);
+        registry
+            .set("short", json("1"), None, Some(Duration::from_secs(1)))
+            .unwrap();
+        registry.set("long", json("2"), None, HOUR).unwrap();
+        clock.advance(Duration::from_secs(5)); // `short` is due; nobody ran expiry
+    }
+    // Background expiry this time, and no grace: `short` is due the moment it is restored.
+    let registry = Registry::builder()
+        .clock(clock.clone())
+        .open(Persist::new(dir.path()).restore_grace(Duration::ZERO))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while registry.get("short").is_some() {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        registry.revision(),
+        3,
+        "the expiry comes after the restored revisions"
+    );
+    assert!(registry.changed_since(&Selector::names(["short"]), 2));
+    assert!(registry.get("long").is_some());
+}

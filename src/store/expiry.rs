@@ -105,6 +105,12 @@ impl Shared {
     pub(crate) fn expire_due(&self) -> usize {
         let now = self.now_ms();
         let mut state = self.expiry.lock();
+        // Checked under the expiry lock, which a restore takes to set it (see `restore.rs`).
+        // Ordering: Acquire pairs with the Release store that ends a restore: a pass that sees
+        // it cleared sees the restored entries and the published revision.
+        if self.restoring.load(std::sync::atomic::Ordering::Acquire) {
+            return 0;
+        }
         let state = &mut *state;
         while let Some(timer) = self.inbox.pop() {
             state.wheel.insert(timer.at, timer);

@@ -292,6 +292,7 @@ impl RegistryBuilder {
             shut_down: AtomicBool::new(false),
             expired: AtomicU64::new(0),
             stop_expiry: std::sync::atomic::AtomicBool::new(false),
+            restoring: std::sync::atomic::AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
         });
         // loom models drive expiry by hand: a real thread cannot run inside a model.
@@ -348,6 +349,9 @@ pub(crate) struct Shared {
     expired: AtomicU64,
     /// Tells the expiry thread to exit. std's atomic even under loom: no model runs the thread.
     stop_expiry: std::sync::atomic::AtomicBool,
+    /// Set while saved state is being restored (`restore.rs`): expiry passes wait, so that no
+    /// expiry commits at a revision the restore has not published yet.
+    restoring: std::sync::atomic::AtomicBool,
     /// Set once, before serving, when the registry persists (see `commit.rs`).
     durability: std::sync::OnceLock<Arc<dyn commit::Durability>>,
 }

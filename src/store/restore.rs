@@ -4,7 +4,9 @@
 //! # Invariants
 //!
 //! * Restoring happens before the registry serves anyone: nothing waits, nothing subscribes,
-//!   so restored changes send no feed events and wake nobody. Each restored change still
+//!   so restored changes send no feed events and wake nobody. Expiry passes are paused until
+//!   it ends (`Shared::restoring`): an expiry meanwhile would commit at a revision before the
+//!   restored ones are published. Each restored change still
 //!   takes the commit lock (map membership changes only under it), and the revision counter
 //!   is stored once, by [`Restore::finish`], with the Release store readers pair with.
 //! * **Idempotent, by revision.** A saved change at revision `r` for a name applies only if
@@ -60,6 +62,13 @@ impl Registry {
     /// Starts restoring saved state into this registry (which must not have served anyone).
     pub(crate) fn restore(&self) -> Restore<'_> {
         let shared = self.shared();
+        // Under the expiry lock: a pass that began before sees no restored entry; every later
+        // one sees the flag. Ordering: Relaxed: the lock orders it.
+        let pass = shared.expiry.lock();
+        shared
+            .restoring
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(pass);
         let revision = shared.current_revision();
         Restore {
             shared,
@@ -202,6 +211,10 @@ impl Restore<'_> {
     pub(crate) fn finish(self) -> Revision {
         let commit = self.shared.begin();
         commit.publish_restored(self.revision);
+        // Ordering: Release pairs with the Acquire load in `expire_due`.
+        self.shared
+            .restoring
+            .store(false, std::sync::atomic::Ordering::Release);
         self.revision
     }
 }
