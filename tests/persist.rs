@@ -433,3 +433,31 @@ fn a_register_due_at_restore_expires_after_it_at_a_new_revision() {
     assert!(registry.changed_since(&Selector::names(["short"]), 2));
     assert!(registry.get("long").is_some());
 }
+
+#[test]
+fn every_policy_restores_what_a_clean_stop_wrote() {
+    for policy in [
+        SyncPolicy::Always,
+        SyncPolicy::Batch(Duration::from_millis(10)),
+        SyncPolicy::None(Duration::from_millis(10)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let persist = || Persist::new(dir.path()).sync(policy);
+        let registry = open_with(persist(), &clock).unwrap();
+        for i in 0..100 {
+            registry
+                .set(&format!("r{i}"), json(&i.to_string()), None, HOUR)
+                .unwrap();
+        }
+        registry.request("cmd", json("1")).unwrap();
+        drop(registry); // a clean stop writes out what is pending, whatever the policy
+        let registry = open_with(persist(), &clock).unwrap();
+        assert_eq!(
+            (registry.len(), registry.revision()),
+            (100, 100),
+            "{policy:?}"
+        );
+        assert_eq!(registry.stats().pending_requests, 1, "{policy:?}");
+    }
+}
