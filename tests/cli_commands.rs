@@ -525,10 +525,7 @@ fn version_prints_the_crate_version() {
 fn bench_never_loads_the_registry_in_the_environment() {
     // REGISTRY names a real server: the bench must measure its own in-process server and
     // leave this one untouched, and say which it measured.
-    let server = TestServer::start();
-    let out = run(server.reg(&[
-        "bench",
-        "read",
+    const BRIEF: [&str; 9] = [
         "--duration",
         "200ms",
         "--warmup",
@@ -538,7 +535,9 @@ fn bench_never_loads_the_registry_in_the_environment() {
         "--registers",
         "5",
         "--quiet",
-    ]));
+    ];
+    let server = TestServer::start();
+    let out = run(server.reg(&[&["bench", "read"][..], &BRIEF].concat()));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(
         out.stderr
@@ -554,24 +553,8 @@ fn bench_never_loads_the_registry_in_the_environment() {
     assert_eq!(server.registry.stats().revision, 0);
 
     // Named with --url, it says so first, and cleans up after itself.
-    let out = run(reg_at(
-        "http://127.0.0.1:1",
-        &[
-            "bench",
-            "read",
-            "--url",
-            &server.url,
-            "--duration",
-            "200ms",
-            "--warmup",
-            "0s",
-            "--connections",
-            "2",
-            "--registers",
-            "5",
-            "--quiet",
-        ],
-    ));
+    let url = ["bench", "read", "--url", &server.url];
+    let out = run(reg_at("http://127.0.0.1:1", &[&url[..], &BRIEF].concat()));
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(
         out.stderr

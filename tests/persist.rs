@@ -160,6 +160,35 @@ fn one_registry_per_data_directory() {
     );
 }
 
+/// The registers as (name, value, revision), and the revision.
+fn listed(registry: &Registry) -> (Vec<(String, String, u64)>, u64) {
+    let registers = registry
+        .list()
+        .registers
+        .iter()
+        .map(|r| {
+            (
+                r.name().to_string(),
+                r.value().as_str().to_string(),
+                r.revision(),
+            )
+        })
+        .collect();
+    (registers, registry.revision())
+}
+
+/// Snapshots are taken in the background: waits (bounded) until one has replaced `segment`.
+fn wait_for_snapshot(segment: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while segment.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot was taken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Writes `n` registers in one session and returns the newest segment's path.
 fn write_some(dir: &Path, clock: &ManualClock, n: usize) -> std::path::PathBuf {
     let registry = open(dir, clock);
@@ -259,30 +288,8 @@ fn snapshots_bound_the_log_and_restore_the_same_state() {
             }
             registry.remove(&format!("r{}", round % 20));
         }
-        // Snapshots are taken in the background: wait (bounded) until one has replaced the
-        // first segment.
-        let first_segment = dir.path().join("log-00000000000000000001.reg");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while first_segment.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no snapshot was taken"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let state: Vec<(String, String, u64)> = registry
-            .list()
-            .registers
-            .iter()
-            .map(|r| {
-                (
-                    r.name().to_string(),
-                    r.value().as_str().to_string(),
-                    r.revision(),
-                )
-            })
-            .collect();
-        (state, registry.revision())
+        wait_for_snapshot(&dir.path().join("log-00000000000000000001.reg"));
+        listed(&registry)
     };
     let files: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -292,19 +299,7 @@ fn snapshots_bound_the_log_and_restore_the_same_state() {
     let logs = files.iter().filter(|f| f.starts_with("log-")).count();
     assert!(logs <= 2, "old segments are deleted: {files:?}");
     let registry = open_with(persist(), &clock).unwrap();
-    let state: Vec<(String, String, u64)> = registry
-        .list()
-        .registers
-        .iter()
-        .map(|r| {
-            (
-                r.name().to_string(),
-                r.value().as_str().to_string(),
-                r.revision(),
-            )
-        })
-        .collect();
-    assert_eq!((state, registry.revision()), expected);
+    assert_eq!(listed(&registry), expected);
 }
 
 #[tokio::test]
@@ -386,17 +381,7 @@ fn pending_change_requests_survive_a_restart_once_each_with_their_age() {
             .set(&format!("r{i}"), json("1"), None, HOUR)
             .unwrap();
     }
-    // The snapshot thread works in the background: wait (bounded) until a snapshot has
-    // replaced the segment that held the request's record.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let first_segment = segments(dir.path()).remove(0);
-    while first_segment.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no snapshot was taken"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_snapshot(&segments(dir.path()).remove(0));
     drop(registry);
     let registry = open(u64::MAX);
     let snap = registry.try_take_requests(&Selector::names(["snap"]));
