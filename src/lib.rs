@@ -44,6 +44,7 @@
 pub mod bench;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod discovery;
 mod duration;
 pub mod json;
 #[cfg(feature = "persist")]

@@ -164,8 +164,15 @@ impl Shared {
     /// starts after (every change up to it is already published).
     pub(crate) fn add_sink(&self, sink: Box<dyn Sink>) -> Revision {
         let mut commit = self.begin();
-        commit.state.sinks.push(sink);
+        commit.push_sink(sink);
         commit.last
+    }
+}
+
+impl Commit<'_> {
+    /// Adds a sink under this commit's lock: it is told of every change after this commit.
+    pub(crate) fn push_sink(&mut self, sink: Box<dyn Sink>) {
+        self.state.sinks.push(sink);
     }
 }
 

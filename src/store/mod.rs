@@ -32,6 +32,7 @@ mod register;
 mod requests;
 #[cfg(feature = "persist")]
 pub(crate) mod restore;
+pub(crate) mod views;
 mod watch;
 pub(crate) mod wheel;
 
@@ -294,6 +295,7 @@ impl RegistryBuilder {
             stop_expiry: std::sync::atomic::AtomicBool::new(false),
             restoring: std::sync::atomic::AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
+            views: views::Views::default(),
         });
         // loom models drive expiry by hand: a real thread cannot run inside a model.
         let expiry_thread = if self.expiry == ExpiryMode::Background && !cfg!(reg_loom) {
@@ -354,6 +356,8 @@ pub(crate) struct Shared {
     restoring: std::sync::atomic::AtomicBool,
     /// Set once, before serving, when the registry persists (see `commit.rs`).
     durability: std::sync::OnceLock<Arc<dyn commit::Durability>>,
+    /// Views kept current by sinks (`views.rs`).
+    views: views::Views,
 }
 
 impl fmt::Debug for Shared {
@@ -433,6 +437,10 @@ impl Registry {
     }
 
     fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    pub(crate) fn shared_ref(&self) -> &Shared {
         &self.handle.shared
     }
 
