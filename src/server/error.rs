@@ -109,6 +109,9 @@ pub enum ServerError {
     /// No such endpoint.
     #[error("not found: {0}")]
     NotFound(String),
+    /// A Consul endpoint reg does not implement (501).
+    #[error("{0}")]
+    NotImplemented(String),
     /// The endpoint exists but not with this method.
     #[error("method {method} not allowed on {path}; allowed: {allowed}")]
     MethodNotAllowed {
@@ -172,6 +175,7 @@ impl ServerError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServerError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ServerError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServerError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -21,18 +21,24 @@ pub(crate) enum Route {
     Healthz,
     Version,
     Metrics,
+    /// `/v1/services` and below (discovery).
+    Services,
+    /// Consul's paths (`server/consul.rs`).
+    Consul,
     /// Any unknown path (404s), one label so that scanners cannot grow the table.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 7] = [
+    const ALL: [Route; 9] = [
         Route::Consumer,
         Route::Provider,
         Route::Watch,
         Route::Healthz,
         Route::Version,
         Route::Metrics,
+        Route::Services,
+        Route::Consul,
         Route::Other,
     ];
 
@@ -44,6 +50,9 @@ impl Route {
             "/healthz" => Route::Healthz,
             "/version" => Route::Version,
             "/metrics" => Route::Metrics,
+            "/v1/services" => Route::Services,
+            _ if path.starts_with("/v1/services/") => Route::Services,
+            _ if crate::server::consul::is_consul_path(path) => Route::Consul,
             _ => Route::Other,
         }
     }
@@ -56,14 +65,16 @@ impl Route {
             Route::Healthz => "/healthz",
             Route::Version => "/version",
             Route::Metrics => "/metrics",
+            Route::Services => "/v1/services",
+            Route::Consul => "consul",
             Route::Other => "other",
         }
     }
 }
 
 const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
-const STATUSES: [u16; 13] = [
-    200, 202, 204, 400, 404, 405, 408, 413, 414, 431, 500, 503, 0,
+const STATUSES: [u16; 14] = [
+    200, 202, 204, 400, 404, 405, 408, 413, 414, 431, 500, 501, 503, 0,
 ];
 
 fn method_index(method: &Method) -> usize {

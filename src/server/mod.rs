@@ -59,6 +59,7 @@
 mod body;
 mod config;
 mod conn;
+pub mod consul;
 mod consumer;
 mod error;
 mod metrics;
@@ -67,6 +68,7 @@ mod provider;
 mod query;
 mod response;
 mod routes;
+mod services;
 mod watch;
 
 use std::net::SocketAddr;
@@ -167,6 +169,8 @@ pub(crate) struct Shared {
     pub(crate) builder: auto::Builder<TokioExecutor>,
     /// Open connections per client address, for the per-address cap.
     pub(crate) peers: conn::Peers,
+    /// Discovery's catalog, attached on the first discovery request.
+    discovery: std::sync::OnceLock<crate::discovery::Discovery>,
 }
 
 impl Shared {
@@ -192,8 +196,16 @@ impl Shared {
             drain: signal::channel(false).0,
             builder,
             peers: conn::Peers::default(),
+            discovery: std::sync::OnceLock::new(),
             config,
         }
+    }
+
+    /// Discovery over this server's registry (its catalog attached on first use).
+    pub(crate) fn discovery(&self) -> crate::discovery::Discovery {
+        self.discovery
+            .get_or_init(|| crate::discovery::Discovery::new(&self.registry))
+            .clone()
     }
 
     pub(crate) fn is_draining(&self) -> bool {

@@ -7,7 +7,7 @@ use crate::server::body::parse_entries;
 use crate::server::error::ServerError;
 use crate::server::query::Query;
 use crate::server::routes::{self, ResBody};
-use crate::server::{response, Shared};
+use crate::server::{response, services, Shared};
 use crate::store::Change;
 
 /// `PUT /provider` → 204: creates, changes or refreshes registers. All entries are validated
@@ -19,6 +19,9 @@ pub(crate) async fn put(
 ) -> Result<Response<ResBody>, ServerError> {
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
+    for entry in &entries {
+        services::check_entry(&entry.name, &entry.value)?;
+    }
     let mut changed = None;
     for entry in entries {
         let outcome = shared

@@ -53,13 +53,8 @@ impl Query {
                 _ => {}
             }
         }
-        if let Some(wait) = wait.filter(|w| !w.is_empty()) {
-            let nanos = parse_go_duration(&wait)
-                .map_err(|_| ServerError::parameter("wait parameter", &wait))?;
-            query.wait = u64::try_from(nanos)
-                .ok()
-                .filter(|&n| n > 0)
-                .map(|n| Duration::from_nanos(n).min(config.max_wait));
+        if let Some(wait) = wait {
+            query.wait = parse_wait(&wait, config)?;
         }
         if let Some(index) = index {
             query.index = Some(parse_index(&index, "index parameter")?);
@@ -86,6 +81,49 @@ impl Query {
         self.names.push(name.into_owned());
         Ok(())
     }
+}
+
+/// A `wait` parameter: a Go duration, clamped to the configured maximum; `None` for no wait
+/// (empty, zero or negative).
+pub(crate) fn parse_wait(wait: &str, config: &ServerConfig) -> Result<Option<Duration>, ServerError> {
+    if wait.is_empty() {
+        return Ok(None);
+    }
+    let nanos =
+        parse_go_duration(wait).map_err(|_| ServerError::parameter("wait parameter", wait))?;
+    Ok(u64::try_from(nanos)
+        .ok()
+        .filter(|&n| n > 0)
+        .map(|n| Duration::from_nanos(n).min(config.max_wait)))
+}
+
+/// A query's pairs, percent-decoded, in order (a key without `=` has the value `""`).
+pub(crate) fn pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ServerError> {
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(key)?.into_owned(), decode(value)?.into_owned()))
+        })
+        .collect()
+}
+
+/// A boolean query flag as Consul reads one: present without a value, or Go's `ParseBool`.
+pub(crate) fn flag(value: &str) -> Option<bool> {
+    if value.is_empty() {
+        Some(true)
+    } else {
+        parse_bool(value)
+    }
+}
+
+/// Percent-decodes one path segment (no `+` rule: that is the query's).
+pub(crate) fn decode_segment(raw: &str) -> Result<String, ServerError> {
+    if !raw.contains('%') {
+        return Ok(raw.to_owned());
+    }
+    decode(&raw.replace('+', "%2B")).map(Cow::into_owned)
 }
 
 /// Checks a register name against the length limit.

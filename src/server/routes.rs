@@ -17,7 +17,7 @@ use crate::server::conn::Busy;
 use crate::server::error::{LogSafe, ServerError};
 use crate::server::metrics::Route;
 use crate::server::query::Query;
-use crate::server::{consumer, ops, provider, response, watch, Shared};
+use crate::server::{consul, consumer, ops, provider, response, services, watch, Shared};
 
 /// `Content-Type` of JSON bodies.
 const JSON: &str = "application/json";
@@ -174,6 +174,8 @@ async fn route_request(
             ops::handle(shared, route)
         }
         (Route::Healthz | Route::Version | Route::Metrics, _) => not_allowed(&request, "GET, HEAD"),
+        (Route::Services, _) => services::handle(shared, request, busy).await,
+        (Route::Consul, _) => consul::handle(shared, request).await,
         (Route::Other, _) => Err(ServerError::NotFound(path_for_message(&request))),
     }
 }

@@ -82,7 +82,7 @@ pub(crate) struct StreamGuard {
 impl StreamGuard {
     /// Counts one more stream, or refuses it when [`ServerConfig::max_watch_streams`]
     /// (super::ServerConfig::max_watch_streams) are open.
-    fn admit(shared: &Arc<Shared>, busy: Busy) -> Result<StreamGuard, ServerError> {
+    pub(crate) fn admit(shared: &Arc<Shared>, busy: Busy) -> Result<StreamGuard, ServerError> {
         let limit = shared.config.max_watch_streams;
         // Ordering: Relaxed: the count is its own only datum; the increment is undone when
         // over the limit, so the gauge never stays above it.

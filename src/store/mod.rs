@@ -537,6 +537,13 @@ impl Registry {
         self.shared().expires_in(name)
     }
 
+    /// The TTL a register's last write gave it (what a refresh restarts).
+    pub fn ttl(&self, name: &str) -> Option<Duration> {
+        self.shared()
+            .registers
+            .with(name, |entry| Duration::from_millis(entry.ttl_ms()))
+    }
+
     /// The latest revision.
     pub fn revision(&self) -> Revision {
         self.shared().current_revision()

@@ -1,0 +1,303 @@
+//! Discovery's reg-native routes (`docs/discovery.md`):
+//!
+//! * `GET /v1/services` — the services, with `index`/`wait` blocking on any change;
+//! * `GET /v1/services/<name>` — a service's instances, filtered by `version`, `tag`, `meta`
+//!   (`key=value` or `key:value`), `status`, `passing`, blocking on that service with
+//!   `index`/`wait`;
+//! * `GET /v1/services/<name>/watch` — an SSE stream of `added`, `changed` and `removed`
+//!   events for one service (the current instances first, as `added`).
+//!
+//! Writes are plain `PUT`/`DELETE /provider` on `svc/<service>/<id>` (checked by
+//! [`check_entry`]). Every answer carries the index in `X-Reg-Index`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::discovery::{self, Discovery, Filter, InstanceEntry, Status};
+use crate::format_go_duration;
+use crate::json::Json;
+use crate::server::conn::Busy;
+use crate::server::consumer::X_REG_INDEX;
+use crate::server::error::ServerError;
+use crate::server::query::{self, flag, pairs, parse_index, parse_wait};
+use crate::server::routes::{self, ResBody};
+use crate::server::watch::StreamGuard;
+use crate::server::Shared;
+use crate::store::Revision;
+
+/// Refuses a write under `svc/` whose value is not an instance (400 naming the field).
+pub(crate) fn check_entry(name: &str, value: &Json) -> Result<(), ServerError> {
+    if discovery::is_reserved(name) {
+        discovery::parse(name, value).map_err(|error| ServerError::entry(name, error.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Answers a request under `/v1/services`.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    request: Request<Incoming>,
+    busy: Busy,
+) -> Result<Response<ResBody>, ServerError> {
+    if request.method() != Method::GET {
+        return Err(ServerError::MethodNotAllowed {
+            method: request.method().as_str().chars().take(16).collect(),
+            path: request.uri().path().chars().take(64).collect(),
+            allowed: "GET",
+        });
+    }
+    let path = request.uri().path().to_owned();
+    let raw_query = request.uri().query().map(str::to_owned);
+    // Dropped before parking (see `routes::parse_and_drop`).
+    drop(request);
+    let params = pairs(raw_query.as_deref())?;
+    let rest = path.strip_prefix("/v1/services").unwrap_or("");
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        [] => list(shared, &params).await,
+        [service] => instances(shared, &query::decode_segment(service)?, &params).await,
+        [service, "watch"] => {
+            let service = query::decode_segment(service)?;
+            watch(shared, service, &params, busy)
+        }
+        _ => Err(ServerError::NotFound(path.chars().take(64).collect())),
+    }
+}
+
+/// `index` and `wait`, from pairs already checked for unknown keys.
+struct Blocking {
+    index: Option<Revision>,
+    wait: Option<Duration>,
+}
+
+fn blocking(params: &[(String, String)], shared: &Shared) -> Result<Blocking, ServerError> {
+    let mut out = Blocking {
+        index: None,
+        wait: None,
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "index" => out.index = Some(parse_index(value, "index parameter")?),
+            "wait" => out.wait = parse_wait(value, &shared.config)?,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn unknown(key: &str, known: &str) -> ServerError {
+    ServerError::InvalidQuery(format!(
+        "unknown parameter {:?} (this route takes {known})",
+        key.chars().take(64).collect::<String>()
+    ))
+}
+
+async fn list(
+    shared: &Arc<Shared>,
+    params: &[(String, String)],
+) -> Result<Response<ResBody>, ServerError> {
+    for (key, _) in params {
+        if !matches!(key.as_str(), "index" | "wait") {
+            return Err(unknown(key, "index and wait"));
+        }
+    }
+    let blocking = blocking(params, shared)?;
+    let discovery = shared.discovery();
+    if let Some(wait) = blocking.wait {
+        let after = blocking.index.unwrap_or_else(|| discovery.index());
+        let _ = tokio::time::timeout(wait, discovery.wait_any(after)).await;
+    }
+    let services = discovery.services();
+    let body = json!({
+        "index": services.index,
+        "services": services.services.iter().map(|s| json!({
+            "name": s.name,
+            "instances": s.instances,
+            "passing": s.passing,
+            "tags": s.tags,
+            "versions": s.versions,
+            "index": s.index,
+        })).collect::<Vec<_>>(),
+    });
+    Ok(with_index(
+        routes::json(StatusCode::OK, to_bytes(&body)),
+        services.index,
+    ))
+}
+
+/// Parses a service's filter parameters; `index` and `wait` are left to [`blocking`].
+pub(crate) fn filter(params: &[(String, String)]) -> Result<Filter, ServerError> {
+    let mut filter = Filter::new();
+    for (key, value) in params {
+        match key.as_str() {
+            "version" => filter.version = Some(value.clone()),
+            "tag" => filter.tags.push(value.clone()),
+            "meta" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .or_else(|| value.split_once(':'))
+                    .ok_or_else(|| ServerError::parameter("meta parameter (key=value)", value))?;
+                filter.meta.push((k.to_owned(), v.to_owned()));
+            }
+            "status" => {
+                filter.status = Some(
+                    Status::parse(value)
+                        .ok_or_else(|| ServerError::parameter("status parameter", value))?,
+                );
+            }
+            "passing" => {
+                filter.passing =
+                    flag(value).ok_or_else(|| ServerError::parameter("passing parameter", value))?;
+            }
+            "index" | "wait" => {}
+            other => {
+                return Err(unknown(
+                    other,
+                    "version, tag, meta, status, passing, index and wait",
+                ))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+async fn instances(
+    shared: &Arc<Shared>,
+    service: &str,
+    params: &[(String, String)],
+) -> Result<Response<ResBody>, ServerError> {
+    let filter = filter(params)?;
+    let blocking = blocking(params, shared)?;
+    let discovery = shared.discovery();
+    if let Some(wait) = blocking.wait {
+        let after = blocking
+            .index
+            .unwrap_or_else(|| discovery.instances(service, &Filter::new()).index);
+        let _ = tokio::time::timeout(wait, discovery.wait(service, after)).await;
+    }
+    let listed = discovery.instances(service, &filter);
+    let body = json!({
+        "service": service,
+        "index": listed.index,
+        "instances": listed.instances.iter().map(|e| entry_json(&discovery, e)).collect::<Vec<_>>(),
+    });
+    Ok(with_index(
+        routes::json(StatusCode::OK, to_bytes(&body)),
+        listed.index,
+    ))
+}
+
+/// An instance as the reg-native routes give it: its fields plus `revision`, `created` and
+/// `expires_in`.
+pub(crate) fn entry_json(discovery: &Discovery, entry: &InstanceEntry) -> Value {
+    let mut value = serde_json::to_value(&entry.instance).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        fields.insert("revision".into(), entry.revision.into());
+        fields.insert("created".into(), entry.created.into());
+        let left = discovery
+            .expires_in(&entry.instance.service, &entry.instance.id)
+            .unwrap_or_default();
+        fields.insert("expires_in".into(), format_go_duration(left).into());
+    }
+    value
+}
+
+fn to_bytes(value: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn with_index(mut response: Response<ResBody>, index: Revision) -> Response<ResBody> {
+    response
+        .headers_mut()
+        .insert(X_REG_INDEX, HeaderValue::from(index));
+    response
+}
+
+/// `GET /v1/services/<name>/watch`: the instances as `added` events, then every change as
+/// `added`, `changed` or `removed` (each with `id: <index>`), with keep-alive comments. Changes
+/// that land together are sent as the difference between the two states: the stream always
+/// converges on the catalog, and intermediate states of one instance may be coalesced.
+fn watch(
+    shared: &Arc<Shared>,
+    service: String,
+    params: &[(String, String)],
+    busy: Busy,
+) -> Result<Response<ResBody>, ServerError> {
+    let filter = filter(params)?;
+    let guard = StreamGuard::admit(shared, busy)?;
+    let (tx, rx) = mpsc::channel(16);
+    let discovery = shared.discovery();
+    let keep_alive = Some(shared.config.sse_keep_alive)
+        .filter(|k| !k.is_zero())
+        .unwrap_or(Duration::from_secs(24 * 60 * 60));
+    let closed = shared.registry.closed();
+    tokio::spawn(async move {
+        let mut sent: BTreeMap<String, Revision> = BTreeMap::new();
+        tokio::pin!(closed);
+        loop {
+            let listed = discovery.instances(&service, &filter);
+            let mut chunk = Vec::new();
+            let mut now: BTreeMap<String, Revision> = BTreeMap::new();
+            for entry in &listed.instances {
+                let id = entry.instance.id.clone();
+                let kind = match sent.get(&id) {
+                    None => Some("added"),
+                    Some(&revision) if revision != entry.revision => Some("changed"),
+                    Some(_) => None,
+                };
+                if let Some(kind) = kind {
+                    push_event(&mut chunk, kind, listed.index, &entry_json(&discovery, entry));
+                }
+                now.insert(id, entry.revision);
+            }
+            for id in sent.keys().filter(|id| !now.contains_key(*id)) {
+                let data = json!({ "service": service, "id": id });
+                push_event(&mut chunk, "removed", listed.index, &data);
+            }
+            sent = now;
+            if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut closed => return,
+                    _ = tx.closed() => return,
+                    _ = discovery.wait(&service, listed.index) => break,
+                    _ = tokio::time::sleep(keep_alive) => {
+                        if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let mut response = Response::new(ResBody::Stream {
+        chunks: rx,
+        _guard: guard,
+    });
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn push_event(out: &mut Vec<u8>, kind: &str, index: Revision, data: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\nid: ");
+    out.extend_from_slice(index.to_string().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(&serde_json::to_vec(data).unwrap_or_default());
+    out.extend_from_slice(b"\n\n");
+}
