@@ -143,6 +143,8 @@ struct Inner {
     providers: Arc<ProviderHub>,
     /// The two poll tasks, started on first use; aborted when the last handle goes.
     tasks: Mutex<Tasks>,
+    /// Discovery's service views, one poll each (`discovery.rs`).
+    views: crate::client::discovery::Views,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +193,7 @@ impl Client {
                 consumers: Arc::new(ConsumerHub::new()),
                 providers: Arc::new(ProviderHub::new()),
                 tasks: Mutex::new(Tasks::default()),
+                views: crate::client::discovery::Views::default(),
             }),
         }
     }
@@ -304,6 +307,10 @@ impl Client {
 
     pub(crate) fn providers_arc(&self) -> Arc<ProviderHub> {
         Arc::clone(&self.inner.providers)
+    }
+
+    pub(crate) fn views(&self) -> &crate::client::discovery::Views {
+        &self.inner.views
     }
 
     pub(crate) fn backend(&self) -> &Backend {

@@ -34,6 +34,7 @@ mod backend;
 mod backoff;
 mod body;
 mod consumer;
+mod discovery;
 mod error;
 mod highlevel;
 mod hub;
@@ -43,6 +44,7 @@ mod url;
 mod wire;
 
 pub use consumer::{AllConsumer, Consumer, Update};
+pub use discovery::{Registration, ServiceEvent, ServiceEvents, ServiceView, ViewState};
 pub use error::ClientError;
 pub use highlevel::{
     Client, ClientBuilder, DEFAULT_BACKOFF_MAX, DEFAULT_BACKOFF_MIN, DEFAULT_FALLBACK_POLL_WAIT,

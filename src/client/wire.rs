@@ -514,7 +514,7 @@ impl WireClient {
 
     /// Sends a request and reads the whole answer, within the call's time limit (a long poll's
     /// `wait` plus a grace period).
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         method: Method,
         path: &str,
@@ -572,7 +572,7 @@ async fn collect(incoming: hyper::body::Incoming) -> Result<Bytes, ClientError> 
 
 /// `Ok` for a 2xx answer; otherwise the error answer. Each endpoint has its own success
 /// status (200, 202, 204), but any 2xx (a proxy answering 200 for 204) still means it worked.
-fn expect_success(response: &Response<Bytes>) -> Result<(), ClientError> {
+pub(crate) fn expect_success(response: &Response<Bytes>) -> Result<(), ClientError> {
     let status = response.status();
     if status.is_success() {
         Ok(())

@@ -90,6 +90,11 @@ fn blocking(params: &[(String, String)], shared: &Shared) -> Result<Blocking, Se
             _ => {}
         }
     }
+    // An index from the future comes from another server, or this one before a restart
+    // without a data dir: answer at once, as `GET /consumer` does.
+    if out.index > Some(shared.registry.revision()) {
+        out.wait = None;
+    }
     Ok(out)
 }
 
