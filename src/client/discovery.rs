@@ -35,7 +35,8 @@ use crate::client::provider::Provider;
 use crate::client::url::Query;
 use crate::client::wire::{expect_success, WireClient};
 use crate::discovery::{
-    Discovery, Filter, Instance, InstanceEntry, Pick, ServiceInstances, Status,
+    Discovery, Filter, Instance, InstanceEntry, Pick, ServiceInstances, ServiceSummary, Services,
+    Status,
 };
 use crate::duration::format_go_duration;
 use crate::store::Revision;
@@ -87,31 +88,56 @@ impl WireClient {
         parse_instances(response.body())
     }
 
-    /// `GET /v1/services`: the services with at least one instance (name, instance count).
+    /// `GET /v1/services`: the services with at least one instance.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: a read changes nothing.
-    pub async fn services(&self) -> Result<Vec<(String, usize)>, ClientError> {
+    pub async fn services(&self) -> Result<Services, ClientError> {
         let response = self
             .exchange(Method::GET, "/v1/services", &Query::default(), None, None)
             .await?;
         expect_success(&response)?;
-        let value: Value = serde_json::from_slice(response.body())
-            .map_err(|e| ClientError::InvalidResponse(format!("services: {e}")))?;
+        let invalid = |what: &str| ClientError::InvalidResponse(format!("services: {what}"));
+        let value: Value =
+            serde_json::from_slice(response.body()).map_err(|e| invalid(&e.to_string()))?;
         let list = value
             .get("services")
             .and_then(Value::as_array)
-            .ok_or_else(|| ClientError::InvalidResponse("services: no services array".into()))?;
-        Ok(list
+            .ok_or_else(|| invalid("no services array"))?;
+        let strings = |v: &Value, key: &str| -> Vec<String> {
+            v.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let count = |v: &Value, key: &str| {
+            v.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        let services = list
             .iter()
-            .filter_map(|s| {
-                Some((
-                    s.get("name")?.as_str()?.to_owned(),
-                    usize::try_from(s.get("instances")?.as_u64()?).ok()?,
-                ))
+            .map(|s| {
+                Ok(ServiceSummary {
+                    name: s
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| invalid("a service without a name"))?
+                        .to_owned(),
+                    instances: count(s, "instances"),
+                    passing: count(s, "passing"),
+                    tags: strings(s, "tags"),
+                    versions: strings(s, "versions"),
+                    index: s.get("index").and_then(Value::as_u64).unwrap_or(0),
+                })
             })
-            .collect())
+            .collect::<Result<_, ClientError>>()?;
+        Ok(Services {
+            index: value.get("index").and_then(Value::as_u64).unwrap_or(0),
+            services,
+        })
     }
 }
 

@@ -19,6 +19,7 @@ mod list;
 mod mcp;
 mod provide;
 mod serve;
+mod service;
 mod set;
 mod version;
 mod watch;
@@ -92,6 +93,11 @@ enum Command {
     /// For an MCP client's configuration: command `reg`, arguments `["mcp"]`, and the registry
     /// URL in the REGISTRY environment variable (or `--registry`). Ends at the end of stdin.
     Mcp(mcp::McpArgs),
+    /// Service discovery: register an instance (kept alive until Ctrl-C), deregister, list
+    /// services, show a service's instances, watch a service.
+    ///
+    /// An instance is the register svc/<service>/<id>; see docs/discovery.md.
+    Service(service::ServiceArgs),
     /// Serve the REST API (in memory, no configuration needed).
     Serve(serve::ServeArgs),
     /// Benchmark a reg server (capacity planning): fleet, read, write, fanout, commands,
@@ -112,6 +118,7 @@ impl Command {
             Command::Watch(args) => Some(&mut args.registry),
             Command::Browse(args) => Some(&mut args.registry),
             Command::Mcp(args) => Some(&mut args.registry),
+            Command::Service(args) => Some(&mut args.registry),
             Command::Serve(_) | Command::Bench(_) | Command::Version => None,
         }
     }
@@ -125,6 +132,7 @@ impl Command {
             Command::Watch(_) => "watch",
             Command::Browse(_) => "browse",
             Command::Mcp(_) => "mcp",
+            Command::Service(_) => "service",
             Command::Serve(_) => "serve",
             Command::Bench(_) => "bench",
             Command::Version => "version",
@@ -162,6 +170,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(args),
         Command::Browse(args) => browse::run(args),
         Command::Mcp(args) => mcp::run(args),
+        Command::Service(args) => service::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Version => version::run(),
