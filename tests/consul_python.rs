@@ -52,7 +52,10 @@ fn show(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_consul_drives_the_consul_subset() {
-    let Some(python) = tokio::task::spawn_blocking(python_with_consul).await.unwrap() else {
+    let Some(python) = tokio::task::spawn_blocking(python_with_consul)
+        .await
+        .unwrap()
+    else {
         if std::env::var_os("CI").is_some() {
             panic!(
                 "python3-consul is missing: neither `python3` nor `/usr/bin/python3` can \
@@ -85,11 +88,11 @@ async fn python_consul_drives_the_consul_subset() {
     .await
     .unwrap();
 
-    println!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(
         output.status.success(),
         "tests/consul/drive.py failed against the server on port {port}\n{}",
         show(&output)
     );
+    println!("{}", String::from_utf8_lossy(&output.stdout));
     server.shutdown_and_wait().await.unwrap();
 }

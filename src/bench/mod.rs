@@ -11,6 +11,9 @@
 //! * `read` / `write` — GET /consumer and PUT /provider throughput and latency.
 //! * `fanout` — N parked long polls on one register, and on N different registers.
 //! * `commands` — change-request round trip.
+//! * `discovery` — I instances over S services with W watchers: change → every watcher of
+//!   the service beside the same watchers as plain register polls, `pick()` cost, memory per
+//!   instance (`discovery.rs`).
 //! * `ceiling` — the bare server alone: this machine's HTTP limit.
 //!
 //! **What a run leaves behind.** A run against a server at a URL writes registers named
@@ -27,6 +30,7 @@
 //! are spread over 127.0.0.x source addresses.
 
 mod ceiling;
+mod discovery;
 mod http;
 mod load;
 mod report;
@@ -36,6 +40,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub use ceiling::serve_ceiling;
+pub use discovery::DiscoveryOptions;
 pub use report::{Latency, Machine, Report, Row, RunFigures, Timeline, NOISY};
 pub use scenarios::{CommandsOptions, FanoutOptions, FleetOptions, ThroughputOptions};
 
@@ -139,6 +144,8 @@ pub enum Scenario {
     Fanout(FanoutOptions),
     /// Change-request round trip.
     Commands(CommandsOptions),
+    /// Service discovery: change → watchers, pick() cost, memory per instance.
+    Discovery(DiscoveryOptions),
     /// The bare server alone.
     Ceiling(ThroughputOptions),
 }
@@ -152,6 +159,7 @@ impl Scenario {
             Scenario::Write(_) => "write",
             Scenario::Fanout(_) => "fanout",
             Scenario::Commands(_) => "commands",
+            Scenario::Discovery(_) => "discovery",
             Scenario::Ceiling(_) => "ceiling",
         }
     }
@@ -358,6 +366,7 @@ async fn once(
         Scenario::Write(options) => scenarios::write(under, common, options, bar).await,
         Scenario::Fanout(options) => scenarios::fanout(under, common, options, bar).await,
         Scenario::Commands(options) => scenarios::commands(under, common, options, bar).await,
+        Scenario::Discovery(options) => discovery::discovery(under, common, options, bar).await,
         Scenario::Ceiling(options) => scenarios::ceiling(common, options, bar).await,
     }
 }

@@ -16,7 +16,7 @@ use crate::bench::report::{Latency, Row, Timeline};
 use crate::bench::{BenchError, Common, Scenario, Under};
 use crate::json::{parse_tree, Node};
 
-type Outcome = Result<(Vec<(String, String)>, Vec<Row>, Vec<String>), BenchError>;
+pub(crate) type Outcome = Result<(Vec<(String, String)>, Vec<Row>, Vec<String>), BenchError>;
 
 /// A spinner with the current phase on stderr (hidden when not asked for).
 #[derive(Debug)]
@@ -233,11 +233,11 @@ impl Default for FleetOptions {
     }
 }
 
-fn param(name: &str, value: impl ToString) -> (String, String) {
+pub(crate) fn param(name: &str, value: impl ToString) -> (String, String) {
     (name.to_string(), value.to_string())
 }
 
-fn common_params(common: &Common) -> Vec<(String, String)> {
+pub(crate) fn common_params(common: &Common) -> Vec<(String, String)> {
     vec![
         param("duration", format!("{}s", common.duration.as_secs_f64())),
         param("warmup", format!("{}s", common.warmup.as_secs_f64())),
@@ -252,7 +252,7 @@ fn value_text(bytes: usize, variant: usize) -> String {
 }
 
 /// `PUT /provider` with the given (name, value JSON) pairs and TTL.
-fn put_provider(under: std::net::SocketAddr, registers: &[(String, String)], ttl: &str) -> Vec<u8> {
+pub(crate) fn put_provider(under: std::net::SocketAddr, registers: &[(String, String)], ttl: &str) -> Vec<u8> {
     let mut body = String::from("{\"registers\":{");
     for (i, (name, value)) in registers.iter().enumerate() {
         if i > 0 {
@@ -264,13 +264,13 @@ fn put_provider(under: std::net::SocketAddr, registers: &[(String, String)], ttl
     request("PUT", "/provider", under, Some(body.as_bytes()))
 }
 
-async fn connect(under: std::net::SocketAddr, n: usize) -> Result<Conn, BenchError> {
+pub(crate) async fn connect(under: std::net::SocketAddr, n: usize) -> Result<Conn, BenchError> {
     Conn::connect(under, source_ip(under, n))
         .await
         .map_err(BenchError::io(format!("connecting to {under}")))
 }
 
-async fn expect(conn: &mut Conn, bytes: &[u8], what: &str) -> Result<Response, BenchError> {
+pub(crate) async fn expect(conn: &mut Conn, bytes: &[u8], what: &str) -> Result<Response, BenchError> {
     let response = conn
         .send(bytes)
         .await
@@ -1106,6 +1106,7 @@ fn written(scenario: &Scenario) -> Vec<String> {
                     .chain(std::iter::once(format!("bench.dev.{d}.reading")))
             })
             .collect(),
+        Scenario::Discovery(o) => crate::bench::discovery::written(o),
         Scenario::Ceiling(_) => Vec::new(),
     }
 }

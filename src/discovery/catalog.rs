@@ -106,6 +106,8 @@ pub(crate) struct Catalog {
     state: RwLock<State>,
     /// Catalog-wide waiters (the service list, and waits on a service not there yet).
     any: Notify,
+    /// How many wait on `any` now (a gauge).
+    any_waiters: AtomicUsize,
 }
 
 /// The sink that keeps a [`Catalog`] current.
@@ -126,6 +128,7 @@ impl Catalog {
                     index: start.revision,
                 }),
                 any: Notify::new(),
+                any_waiters: AtomicUsize::new(0),
             });
             {
                 let mut state = catalog.state.write();
@@ -236,6 +239,18 @@ impl Catalog {
             .collect()
     }
 
+    /// Waits parked now: on a service, or on any change.
+    pub(crate) fn parked(&self) -> usize {
+        let state = self.state.read();
+        // Ordering: Relaxed: gauges.
+        state
+            .services
+            .values()
+            .map(|s| s.waiters.load(Ordering::Relaxed))
+            .sum::<usize>()
+            + self.any_waiters.load(Ordering::Relaxed)
+    }
+
     /// The catalog index.
     pub(crate) fn index(&self) -> Revision {
         self.state.read().index
@@ -285,6 +300,7 @@ impl Catalog {
                     return;
                 }
                 None => {
+                    let _counted = Counted::new(&self.any_waiters);
                     let notified = self.any.notified();
                     tokio::pin!(notified);
                     notified.as_mut().enable();
@@ -298,6 +314,7 @@ impl Catalog {
 
     /// Resolves once any instance has changed after `after` (at once if one has). Cancel safe.
     pub(crate) async fn wait_any(&self, after: Revision) {
+        let _counted = Counted::new(&self.any_waiters);
         loop {
             let notified = self.any.notified();
             tokio::pin!(notified);
@@ -307,6 +324,23 @@ impl Catalog {
             }
             notified.await;
         }
+    }
+}
+
+/// Counts a waiter in a gauge while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        // Ordering: Relaxed: a gauge.
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

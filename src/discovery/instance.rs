@@ -189,10 +189,8 @@ impl Instance {
     pub fn validate(&self) -> Result<(), InvalidInstance> {
         check_part("service", &self.service, is_service_char)?;
         check_part("id", &self.id, is_id_char)?;
-        for (key, _) in &self.meta {
-            if key.is_empty() {
-                return Err(InvalidInstance::field("meta", "keys must not be empty"));
-            }
+        if self.meta.keys().any(String::is_empty) {
+            return Err(InvalidInstance::field("meta", "keys must not be empty"));
         }
         Ok(())
     }

@@ -144,6 +144,11 @@ impl Discovery {
         self.registry.expires_in(&register_name(service, id))
     }
 
+    /// Waits parked now (on a service or on any change): a gauge.
+    pub fn parked(&self) -> usize {
+        self.catalog.parked()
+    }
+
     /// Resolves once `service` changed after index `after` (at once if it already has): an
     /// instance added, changed or removed. Cancel safe; bound it with a timeout.
     pub async fn wait(&self, service: &str, after: Revision) {

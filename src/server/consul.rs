@@ -94,8 +94,14 @@ pub(crate) async fn handle(
             let body = routes::read_body(shared, request).await?;
             register(&discovery, &body).await
         }
-        (&Method::PUT, ["agent", "service", "deregister", id]) => deregister(&discovery, id),
-        (&Method::PUT, ["agent", "check", verb @ ("pass" | "warn" | "fail"), check]) => {
+        // GET too, as Consul before 1.0 took it: Debian's python3-consul (0.7.1) sends GET.
+        (&Method::PUT | &Method::GET, ["agent", "service", "deregister", id]) => {
+            deregister(&discovery, id)
+        }
+        (
+            &Method::PUT | &Method::GET,
+            ["agent", "check", verb @ ("pass" | "warn" | "fail"), check],
+        ) => {
             let status = match *verb {
                 "pass" => Status::Passing,
                 "warn" => Status::Warning,
@@ -167,11 +173,33 @@ pub(crate) async fn handle(
             let list: Vec<Value> = entries.iter().map(|e| check_json(e)).collect();
             Ok(ok_json(&Value::Array(list), Some(index)))
         }
+        (_, parts) if allowed(parts).is_some() => Err(ServerError::MethodNotAllowed {
+            method: method.as_str().chars().take(16).collect(),
+            path: path.chars().take(64).collect(),
+            allowed: allowed(parts).unwrap_or("GET"),
+        }),
         _ => Err(ServerError::NotImplemented(format!(
             "reg does not implement the Consul endpoint {method} {} (it serves Consul's \
              service discovery subset; see docs/discovery.md)",
             path.chars().take(64).collect::<String>()
         ))),
+    }
+}
+
+/// The methods a supported endpoint takes (for a 405 to a wrong one).
+fn allowed(parts: &[&str]) -> Option<&'static str> {
+    match parts {
+        ["agent", "service", "register"] | ["agent", "check", "update", _] => Some("PUT"),
+        ["agent", "service", "deregister", _] | ["agent", "check", "pass" | "warn" | "fail", _] => {
+            Some("PUT, GET")
+        }
+        ["agent", "services" | "checks" | "self"]
+        | ["agent", "service", _]
+        | ["status", "leader" | "peers"]
+        | ["catalog", "datacenters" | "services"]
+        | ["catalog", "service", _]
+        | ["health", "service" | "checks", _] => Some("GET"),
+        _ => None,
     }
 }
 

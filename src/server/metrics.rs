@@ -135,7 +135,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of the server and registry metrics, and of every
     /// register whose value is a number or a boolean.
-    pub(crate) fn render(&self, registry: &Registry) -> String {
+    pub(crate) fn render(&self, registry: &Registry, service_polls: usize) -> String {
         let stats = registry.stats();
         let mut out = String::with_capacity(4096);
         out.push_str(
@@ -167,7 +167,7 @@ impl Metrics {
             }
         }
         // Ordering: Relaxed loads below: gauges and counters, read for display only.
-        let gauges: [(&str, &str, &str, u64); 9] = [
+        let gauges: [(&str, &str, &str, u64); 10] = [
             (
                 "reg_connections_open",
                 "gauge",
@@ -203,6 +203,13 @@ impl Metrics {
                 "gauge",
                 "Provider long polls (GET /provider with wait) parked now.",
                 stats.parked_takes as u64,
+            ),
+            (
+                "reg_parked_service_polls",
+                "gauge",
+                "Discovery blocking queries (/v1/services, Consul catalog and health) and \
+                 service watch streams parked now.",
+                service_polls as u64,
             ),
             (
                 "reg_registers",
@@ -336,7 +343,7 @@ mod tests {
         metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
         metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
         metrics.request(Route::Other, &Method::POST, StatusCode::IM_A_TEAPOT);
-        let text = metrics.render(&registry);
+        let text = metrics.render(&registry, 0);
         assert!(text.contains(
             "reg_http_requests_total{route=\"/consumer\",method=\"GET\",status=\"200\"} 2\n"
         ));

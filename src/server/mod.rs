@@ -208,6 +208,11 @@ impl Shared {
             .clone()
     }
 
+    /// Discovery waits parked now (0 before the catalog is attached).
+    pub(crate) fn service_polls(&self) -> usize {
+        self.discovery.get().map_or(0, crate::discovery::Discovery::parked)
+    }
+
     pub(crate) fn is_draining(&self) -> bool {
         // Ordering: Acquire pairs with the Release store in `ShutdownHandle::shutdown`.
         self.draining.load(Ordering::Acquire)

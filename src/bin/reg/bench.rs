@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use reg::bench::{
-    self, CommandsOptions, Common, FanoutOptions, FleetOptions, Scenario, Target, ThroughputOptions,
+    self, CommandsOptions, Common, DiscoveryOptions, FanoutOptions, FleetOptions, Scenario, Target,
+    ThroughputOptions,
 };
 
 use crate::serve::parse_duration;
@@ -82,6 +83,25 @@ enum ScenarioCommand {
         /// Concurrent consumers sending requests.
         #[arg(long, default_value_t = CommandsOptions::default().drivers)]
         drivers: usize,
+    },
+    /// Service discovery: I instances over S services with W watching clients. A change to
+    /// an instance → every watcher of its service (beside the same watchers as plain
+    /// register polls), pick() cost from a cached service, server memory per instance.
+    Discovery {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Instances, spread over the services.
+        #[arg(long, default_value_t = DiscoveryOptions::default().instances)]
+        instances: usize,
+        /// Services.
+        #[arg(long, default_value_t = DiscoveryOptions::default().services)]
+        services: usize,
+        /// Watching clients (one connection each), spread over the services.
+        #[arg(long, default_value_t = DiscoveryOptions::default().watchers)]
+        watchers: usize,
+        /// Changes measured.
+        #[arg(long, default_value_t = DiscoveryOptions::default().changes)]
+        changes: usize,
     },
     /// Run the ceiling server alone until stdin closes (used by `fanout`).
     #[command(hide = true)]
@@ -244,6 +264,21 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         } => (
             common,
             Scenario::Commands(CommandsOptions { providers, drivers }),
+        ),
+        ScenarioCommand::Discovery {
+            common,
+            instances,
+            services,
+            watchers,
+            changes,
+        } => (
+            common,
+            Scenario::Discovery(DiscoveryOptions {
+                instances,
+                services,
+                watchers,
+                changes,
+            }),
         ),
         ScenarioCommand::Ceiling { common, load } => (common, Scenario::Ceiling(load.options())),
     };
