@@ -26,7 +26,7 @@ use crate::bench::load::{histogram, record};
 use crate::bench::report::{Latency, Row};
 use crate::bench::scenarios::{common_params, connect, expect, param, put_provider, Outcome, Progress};
 use crate::bench::{BenchError, Common, Under};
-use crate::discovery::{Instance, InstanceEntry, Pick};
+use crate::discovery::{Candidates, Instance, InstanceEntry, Pick};
 
 /// Options of `discovery`.
 #[derive(Debug, Clone)]
@@ -252,14 +252,15 @@ async fn measure(
     Ok((latency, failed, counted))
 }
 
-/// Times `PICKS` picks on `instances`; returns ns per pick.
+/// Times `PICKS` picks from a client's cache of `instances`; returns ns per pick.
 fn time_picks(instances: &[Arc<InstanceEntry>], pick: Option<&Pick>) -> f64 {
+    let candidates = Candidates::new(instances.to_vec());
     let turn = AtomicUsize::new(0);
     let start = std::time::Instant::now();
     let mut found = 0usize;
     for _ in 0..PICKS {
         let chosen = match pick {
-            Some(pick) => pick.choose(instances, &turn).cloned(),
+            Some(pick) => candidates.pick(pick, &turn).cloned(),
             None => {
                 // Ordering: Relaxed, as `Pick` uses.
                 let i = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

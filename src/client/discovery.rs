@@ -35,7 +35,7 @@ use crate::client::provider::Provider;
 use crate::client::url::Query;
 use crate::client::wire::{expect_success, WireClient};
 use crate::discovery::{
-    Discovery, Filter, Instance, InstanceEntry, Pick, ServiceInstances, ServiceSummary, Services,
+    Candidates, Discovery, Filter, Instance, InstanceEntry, Pick, ServiceInstances, ServiceSummary, Services,
     Status,
 };
 use crate::duration::format_go_duration;
@@ -352,8 +352,8 @@ pub(crate) type Views = Mutex<HashMap<String, Weak<ViewShared>>>;
 /// What a view shows.
 #[derive(Debug, Clone, Default)]
 pub struct ViewState {
-    /// The instances, sorted by id.
-    pub instances: Vec<Arc<InstanceEntry>>,
+    /// The instances, sorted by id, ready to pick from.
+    pub candidates: Candidates,
     /// The service index they are at (`None` before the first answer).
     pub index: Option<Revision>,
     /// The last poll failed: these are the last instances known, not the current ones.
@@ -412,7 +412,7 @@ impl ServiceView {
 
     /// The cached instances.
     pub fn instances(&self) -> Vec<Arc<InstanceEntry>> {
-        self.shared.state.borrow().instances.clone()
+        self.shared.state.borrow().candidates.all().to_vec()
     }
 
     /// The whole cached state (instances, index, staleness).
@@ -429,7 +429,7 @@ impl ServiceView {
     /// [`Pick::default`] is round robin over passing instances.
     pub fn pick(&self, pick: &Pick) -> Option<Arc<InstanceEntry>> {
         let state = self.shared.state.borrow();
-        pick.choose(&state.instances, &self.shared.turn).cloned()
+        state.candidates.pick(pick, &self.shared.turn).cloned()
     }
 
     /// Waits for the first answer (or the first failure, which leaves the view empty and
@@ -503,7 +503,7 @@ impl ServiceEvents {
             let state = Arc::clone(&self.state.borrow_and_update());
             let mut events = Vec::new();
             let mut now = BTreeMap::new();
-            for entry in &state.instances {
+            for entry in state.candidates.all() {
                 let id = entry.instance.id.clone();
                 match self.seen.get(&id) {
                     None => events.push(ServiceEvent::Added(Arc::clone(entry))),
@@ -578,7 +578,7 @@ async fn follow(
                 let fresh = tx.borrow().stale || index != Some(listed.index);
                 if fresh {
                     tx.send_replace(Arc::new(ViewState {
-                        instances: listed.instances,
+                        candidates: Candidates::new(listed.instances),
                         index: Some(listed.index),
                         stale: false,
                         error: None,

@@ -51,7 +51,7 @@ pub use instance::{
     MAX_PART_LEN, PREFIX,
 };
 pub(crate) use instance::field_ci;
-pub use select::{Filter, Pick, Predicate};
+pub use select::{Candidates, Filter, Pick, Predicate};
 
 use crate::store::{Registry, Revision, SetOutcome, StoreError};
 use catalog::Catalog;

@@ -185,6 +185,27 @@ impl Pick {
         self
     }
 
+    /// No filter, predicate or host preference: every instance is a candidate.
+    fn takes_any(&self) -> bool {
+        self.filter == Filter::default() && self.predicate.is_none() && self.prefer_host.is_none()
+    }
+
+    /// Only the passing filter: [`Candidates`] keeps those apart.
+    fn takes_passing(&self) -> bool {
+        self.filter == Filter::default().passing()
+            && self.predicate.is_none()
+            && self.prefer_host.is_none()
+    }
+
+    /// The k-th of `count` candidates, by the strategy.
+    fn turn(&self, count: usize, turn: &AtomicUsize) -> usize {
+        match self.strategy {
+            // Ordering: Relaxed: the counter only spreads picks; no data hangs on it.
+            Strategy::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % count,
+            Strategy::Random => (random() % count as u64) as usize,
+        }
+    }
+
     fn admits(&self, instance: &Instance) -> bool {
         self.filter.matches(instance) && self.predicate.as_ref().is_none_or(|p| p(instance))
     }
@@ -196,6 +217,12 @@ impl Pick {
         instances: &'a [Arc<InstanceEntry>],
         turn: &AtomicUsize,
     ) -> Option<&'a Arc<InstanceEntry>> {
+        if self.takes_any() {
+            return match instances.len() {
+                0 => None,
+                n => instances.get(self.turn(n, turn)),
+            };
+        }
         let on_host = |entry: &InstanceEntry| {
             self.prefer_host
                 .as_deref()
@@ -214,15 +241,51 @@ impl Pick {
         }
         let only_local = local > 0;
         let count = if only_local { local } else { matching };
-        let k = match self.strategy {
-            // Ordering: Relaxed: the counter only spreads picks; no data hangs on it.
-            Strategy::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % count,
-            Strategy::Random => (random() % count as u64) as usize,
-        };
+        let k = self.turn(count, turn);
         instances
             .iter()
             .filter(|entry| self.admits(&entry.instance) && (!only_local || on_host(entry)))
             .nth(k)
+    }
+}
+
+/// Instances ready to pick from, with the passing ones kept apart, so the usual pick —
+/// [`Pick::default`], round robin over passing instances — is one index, not a scan. What a
+/// client's cached view holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Candidates {
+    all: Vec<Arc<InstanceEntry>>,
+    passing: Vec<Arc<InstanceEntry>>,
+}
+
+impl Candidates {
+    /// Candidates from a service's instances.
+    pub fn new(instances: Vec<Arc<InstanceEntry>>) -> Self {
+        let passing = instances
+            .iter()
+            .filter(|e| e.instance.status == Status::Passing)
+            .cloned()
+            .collect();
+        Candidates {
+            all: instances,
+            passing,
+        }
+    }
+
+    /// Every instance.
+    pub fn all(&self) -> &[Arc<InstanceEntry>] {
+        &self.all
+    }
+
+    /// Picks one; `turn` is the round-robin counter.
+    pub fn pick(&self, pick: &Pick, turn: &AtomicUsize) -> Option<&Arc<InstanceEntry>> {
+        if pick.takes_passing() {
+            return match self.passing.len() {
+                0 => None,
+                n => self.passing.get(pick.turn(n, turn)),
+            };
+        }
+        pick.choose(&self.all, turn)
     }
 }
 
@@ -291,6 +354,16 @@ mod tests {
         let all = fleet();
         assert_eq!(ids(&Pick::default(), &all, 4), ["a", "b", "d", "a"]);
         assert_eq!(ids(&Pick::round_robin(), &all, 4), ["a", "b", "c", "d"]);
+        // The candidates' fast paths pick exactly as the scan does.
+        let candidates = Candidates::new(all.clone());
+        for pick in [Pick::default(), Pick::round_robin(), Pick::default().tag("x")] {
+            let turn = AtomicUsize::new(0);
+            let fast: Vec<String> = (0..5)
+                .map(|_| candidates.pick(&pick, &turn).map_or("-".into(), |e| e.instance.id.clone()))
+                .collect();
+            assert_eq!(fast, ids(&pick, &all, 5), "{pick:?}");
+        }
+        assert!(Candidates::default().pick(&Pick::default(), &AtomicUsize::new(0)).is_none());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::server::error::ServerError;
 use crate::server::query::{self, flag, pairs, parse_index, parse_wait};
 use crate::server::routes::{self, ResBody};
 use crate::server::watch::StreamGuard;
-use crate::server::Shared;
+use crate::server::{response, Shared};
 use crate::store::Revision;
 
 /// Refuses a write under `svc/` whose value is not an instance (400 naming the field).
@@ -189,15 +189,48 @@ async fn instances(
         let _ = tokio::time::timeout(wait, discovery.wait(service, after)).await;
     }
     let listed = discovery.instances(service, &filter);
-    let body = json!({
-        "service": service,
-        "index": listed.index,
-        "instances": listed.instances.iter().map(|e| entry_json(&discovery, e)).collect::<Vec<_>>(),
-    });
+    // Written directly (no `Value` tree): a change answers every watcher of the service, each
+    // with the whole list.
+    let mut out = Vec::with_capacity(64 + listed.instances.len() * 256);
+    out.extend_from_slice(b"{\"service\":");
+    response::write_str(&mut out, service);
+    out.extend_from_slice(b",\"index\":");
+    response::push_u64(&mut out, listed.index);
+    out.extend_from_slice(b",\"instances\":[");
+    for (i, entry) in listed.instances.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_entry(&mut out, &discovery, entry);
+    }
+    out.extend_from_slice(b"]}");
     Ok(with_index(
-        routes::json(StatusCode::OK, to_bytes(&body)),
+        routes::json(StatusCode::OK, Bytes::from(out)),
         listed.index,
     ))
+}
+
+/// Appends an instance as the reg-native routes give it: its fields plus `revision`,
+/// `created` and `expires_in` (the same object as [`entry_json`]).
+fn write_entry(out: &mut Vec<u8>, discovery: &Discovery, entry: &InstanceEntry) {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, &entry.instance).is_err() || out.last() != Some(&b'}') {
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+        return;
+    }
+    // `Instance` always writes `service`, `id` and `status`, so the object is never empty.
+    out.pop();
+    out.extend_from_slice(b",\"revision\":");
+    response::push_u64(out, entry.revision);
+    out.extend_from_slice(b",\"created\":");
+    response::push_u64(out, entry.created);
+    out.extend_from_slice(b",\"expires_in\":");
+    let left = discovery
+        .expires_in(&entry.instance.service, &entry.instance.id)
+        .unwrap_or_default();
+    response::write_str(out, &format_go_duration(left));
+    out.push(b'}');
 }
 
 /// An instance as the reg-native routes give it: its fields plus `revision`, `created` and
