@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cli_support::{json, TestServer, STEP};
+use reg::discovery::{Discovery, Instance, Status};
 use reg::server::{RunningServer, Server};
 use reg::Selector;
 
@@ -154,8 +155,13 @@ fn status_text(screen: &str) -> String {
 
 /// `reg browse` against `url`, in a shell that says how it exited and then stays.
 fn browse_command(url: &str) -> String {
+    browse_command_with(url, "")
+}
+
+/// [`browse_command`] with `flags` after `browse`.
+fn browse_command_with(url: &str, flags: &str) -> String {
     format!(
-        "REGISTRY={url} {} browse; echo \"browse exited $?\"; sleep 60",
+        "REGISTRY={url} {} browse {flags}; echo \"browse exited $?\"; sleep 60",
         env!("CARGO_BIN_EXE_reg")
     )
 }
@@ -272,6 +278,59 @@ fn browse_in_a_real_terminal_views_filters_edits_and_quits() {
     let screen = tmux.wait_for("browse to exit", false, |s| s.contains("browse exited"));
     assert!(screen.contains("browse exited 0"), "{screen}");
     assert!(!screen.contains("● live"), "{screen}");
+}
+
+#[test]
+fn browse_services_shows_each_service_with_its_instances() {
+    if !Tmux::available() {
+        eprintln!("SKIPPED browse_services_shows_each_service_with_its_instances: no tmux");
+        return;
+    }
+    let server = TestServer::start();
+    let minute = Some(Duration::from_secs(60));
+    let discovery = Discovery::new(&server.registry);
+    let web1 = Instance::new("web", "web-1")
+        .address("10.0.0.5")
+        .port(8080)
+        .version("1.4.2")
+        .tag("primary");
+    let web2 = Instance::new("web", "web-2")
+        .address("10.0.0.6")
+        .port(8080)
+        .status(Status::Critical);
+    discovery.register(&web1, minute).unwrap();
+    discovery.register(&web2, minute).unwrap();
+    server
+        .registry
+        .set("door", json(r#""open""#), None, minute)
+        .unwrap();
+
+    let tmux = Tmux::start(&browse_command_with(&server.url, "--services"), 120, 30);
+    let screen = tmux.wait_for("the services view", false, |s| {
+        status_text(s).starts_with("● live")
+            && s.contains("· services ·")
+            && list_row(s, "▾ web").is_some_and(|row| row.contains("2 instances, 1 passing"))
+            && list_row(s, "web-1").is_some_and(|row| row.contains("10.0.0.5:8080"))
+            && list_row(s, "web-2").is_some_and(|row| row.contains("critical"))
+    });
+    assert!(!list_contains(&screen, "door"), "{screen}");
+    // The critical status in red (the only red on a live row): colour 1, SGR 31 or 38;5;1
+    // as tmux writes it back.
+    tmux.wait_for("web-2 critical in red", true, |s| {
+        s.lines().any(|line| {
+            line.contains("web-2") && (line.contains("\u{1b}[31m") || line.contains("[38;5;1m"))
+        })
+    });
+
+    // `s` goes to the flat view, where every register is.
+    tmux.keys(&["s"]);
+    tmux.wait_for("the flat view", false, |s| {
+        s.contains("3 registers · flat") && list_contains(s, "svc/web/web-2")
+    });
+
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("browse to exit", false, |s| s.contains("browse exited"));
+    assert!(screen.contains("browse exited 0"), "{screen}");
 }
 
 /// A port on 127.0.0.1 that is bound but not listening, so connecting is refused at once,

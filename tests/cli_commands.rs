@@ -575,20 +575,42 @@ fn service_register_list_show_watch_and_deregister_on_ctrl_c() {
     let server = TestServer::start();
     let mut watch = Running::start(server.reg(&["service", "watch", "web"]));
     let mut registered = Running::start(server.reg(&[
-        "service", "register", "web", "w1", "--address", "10.0.0.1", "--port", "80", "--tag",
-        "blue", "--meta", "zone=eu", "--version", "2", "--ttl", "5s",
+        "service",
+        "register",
+        "web",
+        "w1",
+        "--address",
+        "10.0.0.1",
+        "--port",
+        "80",
+        "--tag",
+        "blue",
+        "--meta",
+        "zone=eu",
+        "--version",
+        "2",
+        "--ttl",
+        "5s",
     ]));
     eventually("the instance is registered", || {
         assert!(registered.is_running(), "{}", registered.stderr_text());
         server.value("svc/web/w1").is_some()
     });
     let added = watch.next_line();
-    assert!(added.starts_with(r#"{"event":"added","instance":{"#), "{added}");
+    assert!(
+        added.starts_with(r#"{"event":"added","instance":{"#),
+        "{added}"
+    );
     assert!(added.contains(r#""address":"10.0.0.1""#), "{added}");
 
     let list = run(server.reg(&["service", "list"]));
-    assert_eq!(list.stdout, "web  1 instance (1 passing)  tags: blue  versions: 2\n");
-    let show = run(server.reg(&["service", "show", "web", "--tag", "blue", "--meta", "zone=eu"]));
+    assert_eq!(
+        list.stdout,
+        "web  1 instance (1 passing)  tags: blue  versions: 2\n"
+    );
+    let show = run(server.reg(&[
+        "service", "show", "web", "--tag", "blue", "--meta", "zone=eu",
+    ]));
     assert!(show.stdout.contains(r#""id":"w1""#), "{}", show.stdout);
     let none = run(server.reg(&["service", "show", "web", "--version", "3"]));
     assert_eq!((none.code(), none.stdout.as_str()), (Some(0), ""));
@@ -606,6 +628,10 @@ fn service_register_list_show_watch_and_deregister_on_ctrl_c() {
     assert!(bad.stderr.contains("instance id"), "{}", bad.stderr);
     let bad = run(server.reg(&["service", "register", "web", "w2", "--status", "fine"]));
     assert_eq!(bad.code(), Some(2), "clap's usage error");
-    assert!(bad.stderr.contains("passing, warning or critical"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("passing, warning or critical"),
+        "{}",
+        bad.stderr
+    );
     assert_eq!(run(server.reg(&["service", "list"])).stdout, "");
 }

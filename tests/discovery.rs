@@ -47,7 +47,10 @@ async fn every_way_in_is_seen_by_every_way_out() {
     // 1. The Rust client.
     let _a = client
         .register(
-            &Instance::new("web", "rust-1").address("10.0.0.1").port(81).tag("rust"),
+            &Instance::new("web", "rust-1")
+                .address("10.0.0.1")
+                .port(81)
+                .tag("rust"),
             Some(Duration::from_secs(30)),
         )
         .await
@@ -58,7 +61,9 @@ async fn every_way_in_is_seen_by_every_way_out() {
     // 3. The Consul agent API (Go's decoder ignores case; Python's client sends lowercase).
     let consul_body = r#"{"name":"web","id":"consul-1","address":"10.0.0.3","port":83,"tags":["consul"],"check":{"ttl":"30s","status":"passing"}}"#;
     assert_eq!(
-        put(addr, "/v1/agent/service/register", consul_body).await.status,
+        put(addr, "/v1/agent/service/register", consul_body)
+            .await
+            .status,
         200
     );
     // 4. Embedded, on the server's own registry.
@@ -93,7 +98,11 @@ async fn every_way_in_is_seen_by_every_way_out() {
     // Out: the Rust client's view, remote and embedded.
     let view = client.discover("web");
     within("remote view", view.ready()).await;
-    let seen: Vec<String> = view.instances().iter().map(|e| e.instance.id.clone()).collect();
+    let seen: Vec<String> = view
+        .instances()
+        .iter()
+        .map(|e| e.instance.id.clone())
+        .collect();
     assert_eq!(seen, all);
     let embedded = Client::embedded(registry.clone()).discover("web");
     within("embedded view", embedded.ready()).await;
@@ -122,14 +131,21 @@ async fn a_dead_provider_expires_and_every_watcher_is_told() {
     let mut sse = Events::open(addr, "/v1/services/api/watch", &[]).await;
     let added = sse.take(2).await;
     assert!(added.iter().all(|e| e.event == "added"));
-    let index = get(addr, "/v1/health/service/api").await.header("x-consul-index").unwrap().to_owned();
+    let index = get(addr, "/v1/health/service/api")
+        .await
+        .header("x-consul-index")
+        .unwrap()
+        .to_owned();
 
     // The provider of a1 stops refreshing: its TTL runs out.
     clock.advance(Duration::from_secs(6));
     registry.expire_due();
 
     let removed = within("sse removed", sse.next()).await.unwrap();
-    assert_eq!((removed.event.as_str(), removed.data["id"].as_str()), ("removed", Some("a1")));
+    assert_eq!(
+        (removed.event.as_str(), removed.data["id"].as_str()),
+        ("removed", Some("a1"))
+    );
     match within("client event", events.next()).await.unwrap() {
         ServiceEvent::Removed(entry) => assert_eq!(entry.instance.id, "a1"),
         other => panic!("expected a1 removed, got {other:?}"),
@@ -138,10 +154,20 @@ async fn a_dead_provider_expires_and_every_watcher_is_told() {
     // A Consul blocking query from before the expiry answers at once with the change.
     let blocked = within(
         "blocking query",
-        get(addr, &format!("/v1/health/service/api?index={index}&wait=30s")),
+        get(
+            addr,
+            &format!("/v1/health/service/api?index={index}&wait=30s"),
+        ),
     )
     .await;
-    assert!(blocked.header("x-consul-index").unwrap().parse::<u64>().unwrap() > index.parse().unwrap());
+    assert!(
+        blocked
+            .header("x-consul-index")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > index.parse().unwrap()
+    );
     assert_eq!(ids(&blocked.json(), "", "Service.ID"), ["a2"]);
 }
 
@@ -152,7 +178,10 @@ async fn health_reaches_filters_and_blocking_queries_wake_on_it() {
     let addr = server.local_addr();
     let client = Client::remote(&format!("http://{addr}")).unwrap();
     let registration = client
-        .register(&Instance::new("db", "d1").version("2"), Some(Duration::from_secs(30)))
+        .register(
+            &Instance::new("db", "d1").version("2"),
+            Some(Duration::from_secs(30)),
+        )
         .await
         .unwrap();
     let listed = get(addr, "/v1/services/db?passing").await;
@@ -161,34 +190,58 @@ async fn health_reaches_filters_and_blocking_queries_wake_on_it() {
 
     // A blocking query parked on the service wakes when the status changes.
     let waiter = tokio::spawn(async move {
-        get(addr, &format!("/v1/services/db?passing=true&index={index}&wait=30s")).await
+        get(
+            addr,
+            &format!("/v1/services/db?passing=true&index={index}&wait=30s"),
+        )
+        .await
     });
     registration.set_status(Status::Critical).await.unwrap();
     let woke = within("woken", waiter).await.unwrap();
     assert!(woke.index() > index);
     assert!(woke.json()["instances"].as_array().unwrap().is_empty());
-    let critical = get(addr, "/v1/services/db?status=critical&version=2").await.json();
+    let critical = get(addr, "/v1/services/db?status=critical&version=2")
+        .await
+        .json();
     assert_eq!(ids(&critical, "instances", "id"), ["d1"]);
-    assert!(get(addr, "/v1/health/service/db?passing").await.json().as_array().unwrap().is_empty());
+    assert!(get(addr, "/v1/health/service/db?passing")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // The Consul TTL check: pass brings it back.
-    assert_eq!(put(addr, "/v1/agent/check/pass/service:d1", "").await.status, 200);
+    assert_eq!(
+        put(addr, "/v1/agent/check/pass/service:d1", "")
+            .await
+            .status,
+        200
+    );
     let health = get(addr, "/v1/health/service/db").await.json();
     assert_eq!(health[0]["Checks"][0]["Status"], "passing");
 
     // A health check callback sets the status by itself.
-    let registration = registration.health_check(Duration::from_millis(5), || async { Status::Warning });
+    let registration =
+        registration.health_check(Duration::from_millis(5), || async { Status::Warning });
     let view = client.discover("db");
     within("warning seen", async {
         loop {
             view.changed().await;
-            if view.instances().first().is_some_and(|e| e.instance.status == Status::Warning) {
+            if view
+                .instances()
+                .first()
+                .is_some_and(|e| e.instance.status == Status::Warning)
+            {
                 break;
             }
         }
     })
     .await;
-    assert!(view.pick(&Pick::default()).is_none(), "a warning instance is not passing");
+    assert!(
+        view.pick(&Pick::default()).is_none(),
+        "a warning instance is not passing"
+    );
     assert!(view.pick(&Pick::round_robin()).is_some());
     // Deregistering removes it at once.
     registration.deregister().await;
@@ -206,27 +259,51 @@ async fn bad_instances_are_refused_naming_the_field_and_nothing_is_lost() {
     let good = r#"{"registers":{"svc/web/w1":{"value":{"port":80}}}}"#;
     assert_eq!(put(addr, "/provider", good).await.status, 204);
     for (body, field) in [
-        (r#"{"registers":{"svc/web/w2":{"value":{"port":"80"}}}}"#, "port"),
-        (r#"{"registers":{"svc/web/w2":{"value":{"status":"fine"}}}}"#, "status"),
-        (r#"{"registers":{"svc/web/w2":{"value":{"colour":"red"}}}}"#, "colour"),
+        (
+            r#"{"registers":{"svc/web/w2":{"value":{"port":"80"}}}}"#,
+            "port",
+        ),
+        (
+            r#"{"registers":{"svc/web/w2":{"value":{"status":"fine"}}}}"#,
+            "status",
+        ),
+        (
+            r#"{"registers":{"svc/web/w2":{"value":{"colour":"red"}}}}"#,
+            "colour",
+        ),
         (r#"{"registers":{"svc/web":{"value":{}}}}"#, "name"),
         // All or nothing: the good entry beside a bad one is not written either.
-        (r#"{"registers":{"svc/web/w3":{"value":{}},"svc/web/w2":{"value":[1]}}}"#, "value"),
+        (
+            r#"{"registers":{"svc/web/w3":{"value":{}},"svc/web/w2":{"value":[1]}}}"#,
+            "value",
+        ),
     ] {
         let answer = put(addr, "/provider", body).await;
         assert_eq!(answer.status, 400, "{body}");
-        assert!(answer.error().contains(&format!("{field}:")), "{}", answer.error());
+        assert!(
+            answer.error().contains(&format!("{field}:")),
+            "{}",
+            answer.error()
+        );
     }
     let listed = get(addr, "/v1/services/web").await.json();
     assert_eq!(ids(&listed, "instances", "id"), ["w1"]);
     for (method_path, body, status) in [
-        ("/v1/agent/service/register", r#"{"Name":"x","Check":{"HTTP":"http://x","Interval":"10s"}}"#, 400),
+        (
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Check":{"HTTP":"http://x","Interval":"10s"}}"#,
+            400,
+        ),
         ("/v1/agent/service/register", r#"{"ID":"no-name"}"#, 400),
         ("/v1/agent/service/register", "not json", 400),
         ("/v1/agent/service/deregister/nope", "", 404),
         ("/v1/agent/check/pass/service:nope", "", 404),
     ] {
-        assert_eq!(put(addr, method_path, body).await.status, status, "{method_path} {body}");
+        assert_eq!(
+            put(addr, method_path, body).await.status,
+            status,
+            "{method_path} {body}"
+        );
     }
     for (path, status) in [
         ("/v1/kv/key", 501),
@@ -240,7 +317,13 @@ async fn bad_instances_are_refused_naming_the_field_and_nothing_is_lost() {
         assert!(!answer.error().is_empty(), "{path}: a JSON error");
     }
     assert_eq!(get(addr, "/v1/services/web").await.status, 200);
-    assert_eq!(Discovery::new(&registry).instances("web", &Filter::new()).instances.len(), 1);
+    assert_eq!(
+        Discovery::new(&registry)
+            .instances("web", &Filter::new())
+            .instances
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -275,27 +358,63 @@ async fn a_view_goes_stale_not_empty_when_the_server_goes_away() {
 async fn consul_agent_reads_and_status() {
     let server = start(Registry::new()).await;
     let addr = server.local_addr();
-    let body = r#"{"Name":"cache","ID":"c1","Port":6379,"Meta":{"role":"primary"},"Check":{"TTL":"10s"}}"#;
-    assert_eq!(put(addr, "/v1/agent/service/register", body).await.status, 200);
+    let body =
+        r#"{"Name":"cache","ID":"c1","Port":6379,"Meta":{"role":"primary"},"Check":{"TTL":"10s"}}"#;
+    assert_eq!(
+        put(addr, "/v1/agent/service/register", body).await.status,
+        200
+    );
     let services = get(addr, "/v1/agent/services").await.json();
     assert_eq!(services["c1"]["Service"], "cache");
     assert_eq!(services["c1"]["Meta"]["role"], "primary");
     // A TTL check starts critical, as in Consul.
     let checks = get(addr, "/v1/agent/checks").await.json();
     assert_eq!(checks["service:c1"]["Status"], "critical");
-    assert!(get(addr, "/v1/health/service/cache?passing").await.json().as_array().unwrap().is_empty());
+    assert!(get(addr, "/v1/health/service/cache?passing")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        put(addr, "/v1/agent/check/update/service:c1", r#"{"Status":"warning"}"#).await.status,
+        put(
+            addr,
+            "/v1/agent/check/update/service:c1",
+            r#"{"Status":"warning"}"#
+        )
+        .await
+        .status,
         200
     );
-    assert_eq!(get(addr, "/v1/agent/checks").await.json()["service:c1"]["Status"], "warning");
-    assert_eq!(get(addr, "/v1/agent/self").await.json()["Config"]["Datacenter"], "dc1");
-    assert!(get(addr, "/v1/status/leader").await.json().as_str().is_some_and(|l| !l.is_empty()));
+    assert_eq!(
+        get(addr, "/v1/agent/checks").await.json()["service:c1"]["Status"],
+        "warning"
+    );
+    assert_eq!(
+        get(addr, "/v1/agent/self").await.json()["Config"]["Datacenter"],
+        "dc1"
+    );
+    assert!(get(addr, "/v1/status/leader")
+        .await
+        .json()
+        .as_str()
+        .is_some_and(|l| !l.is_empty()));
     assert_eq!(get(addr, "/v1/agent/service/c1").await.json()["Port"], 6379);
     // Re-registering the ID under another name moves it.
     let moved = r#"{"Name":"kv","ID":"c1","Port":6380}"#;
-    assert_eq!(put(addr, "/v1/agent/service/register", moved).await.status, 200);
-    assert_eq!(get(addr, "/v1/catalog/services").await.json(), json(r#"{"kv":[]}"#));
-    assert_eq!(put(addr, "/v1/agent/service/deregister/c1", "").await.status, 200);
+    assert_eq!(
+        put(addr, "/v1/agent/service/register", moved).await.status,
+        200
+    );
+    assert_eq!(
+        get(addr, "/v1/catalog/services").await.json(),
+        json(r#"{"kv":[]}"#)
+    );
+    assert_eq!(
+        put(addr, "/v1/agent/service/deregister/c1", "")
+            .await
+            .status,
+        200
+    );
     assert_eq!(get(addr, "/v1/catalog/services").await.json(), json("{}"));
 }

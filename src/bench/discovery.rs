@@ -24,7 +24,9 @@ use tokio::time::Instant;
 use crate::bench::http::{request, Conn};
 use crate::bench::load::{histogram, record};
 use crate::bench::report::{Latency, Row};
-use crate::bench::scenarios::{common_params, connect, expect, param, put_provider, Outcome, Progress};
+use crate::bench::scenarios::{
+    common_params, connect, expect, param, put_provider, Outcome, Progress,
+};
 use crate::bench::{BenchError, Common, Under};
 use crate::discovery::{Candidates, Instance, InstanceEntry, Pick};
 
@@ -93,7 +95,12 @@ async fn write_all(
     ttl: &str,
 ) -> Result<(), BenchError> {
     for chunk in registers.chunks(1000) {
-        expect(conn, &put_provider(under.addr, chunk, ttl), "writing registers").await?;
+        expect(
+            conn,
+            &put_provider(under.addr, chunk, ttl),
+            "writing registers",
+        )
+        .await?;
     }
     Ok(())
 }
@@ -147,7 +154,10 @@ enum Route {
 fn poll_path(route: Route, options: &DiscoveryOptions, service: usize, index: u64) -> String {
     match route {
         Route::Discovery => {
-            format!("/v1/services/{}?index={index}&wait=5m", service_name(service))
+            format!(
+                "/v1/services/{}?index={index}&wait=5m",
+                service_name(service)
+            )
         }
         Route::Plain => {
             let mut path = String::from("/consumer?names=");
@@ -180,26 +190,31 @@ async fn measure(
         Route::Discovery => "/v1/services".to_string(),
         Route::Plain => format!("/consumer?name={}", plain_register(0)),
     };
-    let first = expect(&mut control, &request("GET", &index_path, under.addr, None), "reading")
-        .await?;
+    let first = expect(
+        &mut control,
+        &request("GET", &index_path, under.addr, None),
+        "reading",
+    )
+    .await?;
     let mut index = first.index.unwrap_or(0);
     // watchers[s] = the connections watching service s.
     let mut watchers: Vec<Vec<Conn>> = (0..services).map(|_| Vec::new()).collect();
     for w in 0..options.watchers {
         let s = w % services;
         let mut conn = connect(under.addr, w + 1).await?;
-        conn.write(&request("GET", &poll_path(route, options, s, index), under.addr, None))
-            .await
-            .map_err(BenchError::io("parking a watcher"))?;
+        conn.write(&request(
+            "GET",
+            &poll_path(route, options, s, index),
+            under.addr,
+            None,
+        ))
+        .await
+        .map_err(BenchError::io("parking a watcher"))?;
         watchers[s].push(conn);
     }
     let counted = match route {
-        Route::Discovery => {
-            until_parked(|| service_polls(under), options.watchers as u64).await
-        }
-        Route::Plain => {
-            until_parked(|| under.parked(), options.watchers as u64).await
-        }
+        Route::Discovery => until_parked(|| service_polls(under), options.watchers as u64).await,
+        Route::Plain => until_parked(|| under.parked(), options.watchers as u64).await,
     };
     let mut latency = histogram();
     let mut failed = 0u64;
@@ -343,7 +358,10 @@ pub(crate) async fn discovery(
     write_all(&mut control, under, &instances, &ttl).await?;
     let register_time = registered_at.elapsed();
     let rss_1 = under.rss().await;
-    bar.phase(format!("writing {} plain registers (the baseline)", options.instances));
+    bar.phase(format!(
+        "writing {} plain registers (the baseline)",
+        options.instances
+    ));
     let plain: Vec<(String, String)> = (0..options.instances)
         .map(|i| (plain_register(i), instance_value(i, 0)))
         .collect();
@@ -373,14 +391,17 @@ pub(crate) async fn discovery(
         });
         let measured = measure(under, options, route, &ttl, round).await?;
         if !measured.2 {
-            notes.push("the server reports no parked-poll gauges: waited 1 s for the watchers".into());
+            notes.push(
+                "the server reports no parked-poll gauges: waited 1 s for the watchers".into(),
+            );
         }
         match route {
             Route::Discovery => discovery_figures = Some(measured),
             Route::Plain => plain_figures = Some(measured),
         }
     }
-    let (latency, failed, _) = discovery_figures.ok_or_else(|| BenchError::Protocol("no run".into()))?;
+    let (latency, failed, _) =
+        discovery_figures.ok_or_else(|| BenchError::Protocol("no run".into()))?;
     let (plain_latency, plain_failed, _) =
         plain_figures.ok_or_else(|| BenchError::Protocol("no run".into()))?;
 
@@ -388,7 +409,10 @@ pub(crate) async fn discovery(
     let cached = fetch_instances(under, &service_name(0)).await?;
     let baseline_ns = time_picks(&cached, None);
     let default_ns = time_picks(&cached, Some(&Pick::default()));
-    let filtered_ns = time_picks(&cached, Some(&Pick::default().tag("t1").prefer_host("10.0.0.1")));
+    let filtered_ns = time_picks(
+        &cached,
+        Some(&Pick::default().tag("t1").prefer_host("10.0.0.1")),
+    );
 
     let ratio = |a: Option<Latency>, b: Option<Latency>, q: fn(&Latency) -> f64| match (a, b) {
         (Some(a), Some(b)) if q(&b) > 0.0 => Some(q(&a) / q(&b)),
@@ -416,18 +440,26 @@ pub(crate) async fn discovery(
         ..Row::named("baseline: the same watchers as GET /consumer long polls")
     };
     let mut memory = Row::named(format!("{} instances registered", options.instances))
+        .figure("registered in", register_time.as_secs_f64() * 1000.0, "ms")
         .figure(
-            "registered in",
-            register_time.as_secs_f64() * 1000.0,
+            "plain registers written in",
+            plain_time.as_secs_f64() * 1000.0,
             "ms",
-        )
-        .figure("plain registers written in", plain_time.as_secs_f64() * 1000.0, "ms");
+        );
     if let (Some(r0), Some(r1), Some(r2)) = (rss_0, rss_1, rss_2) {
         let per_instance = r1.saturating_sub(r0) as f64 / options.instances as f64;
         let per_plain = r2.saturating_sub(r1) as f64 / options.instances as f64;
         memory = memory
-            .figure("server memory per instance", per_instance, "bytes (RSS delta)")
-            .figure("per plain register, same value", per_plain, "bytes (RSS delta)");
+            .figure(
+                "server memory per instance",
+                per_instance,
+                "bytes (RSS delta)",
+            )
+            .figure(
+                "per plain register, same value",
+                per_plain,
+                "bytes (RSS delta)",
+            );
         memory = memory.figure("server RSS after both", r2 as f64 / 1_048_576.0, "MiB");
         if under.server.is_some() {
             notes.push(
@@ -444,7 +476,11 @@ pub(crate) async fn discovery(
     .figure("round robin, passing (Pick::default)", default_ns, "ns")
     .figure("tag + same host filter", filtered_ns, "ns")
     .figure("baseline: slice[i % n] clone", baseline_ns, "ns")
-    .figure("Pick::default vs. baseline", default_ns / baseline_ns.max(f64::EPSILON) * 100.0, "%");
+    .figure(
+        "Pick::default vs. baseline",
+        default_ns / baseline_ns.max(f64::EPSILON) * 100.0,
+        "%",
+    );
 
     let mut params = common_params(common);
     params.retain(|(k, _)| k != "duration" && k != "warmup");

@@ -252,7 +252,11 @@ fn value_text(bytes: usize, variant: usize) -> String {
 }
 
 /// `PUT /provider` with the given (name, value JSON) pairs and TTL.
-pub(crate) fn put_provider(under: std::net::SocketAddr, registers: &[(String, String)], ttl: &str) -> Vec<u8> {
+pub(crate) fn put_provider(
+    under: std::net::SocketAddr,
+    registers: &[(String, String)],
+    ttl: &str,
+) -> Vec<u8> {
     let mut body = String::from("{\"registers\":{");
     for (i, (name, value)) in registers.iter().enumerate() {
         if i > 0 {
@@ -270,7 +274,11 @@ pub(crate) async fn connect(under: std::net::SocketAddr, n: usize) -> Result<Con
         .map_err(BenchError::io(format!("connecting to {under}")))
 }
 
-pub(crate) async fn expect(conn: &mut Conn, bytes: &[u8], what: &str) -> Result<Response, BenchError> {
+pub(crate) async fn expect(
+    conn: &mut Conn,
+    bytes: &[u8],
+    what: &str,
+) -> Result<Response, BenchError> {
     let response = conn
         .send(bytes)
         .await

@@ -35,8 +35,8 @@ use crate::client::provider::Provider;
 use crate::client::url::Query;
 use crate::client::wire::{expect_success, WireClient};
 use crate::discovery::{
-    Candidates, Discovery, Filter, Instance, InstanceEntry, Pick, ServiceInstances, ServiceSummary, Services,
-    Status,
+    Candidates, Discovery, Filter, Instance, InstanceEntry, Pick, ServiceInstances, ServiceSummary,
+    Services, Status,
 };
 use crate::duration::format_go_duration;
 use crate::store::Revision;
@@ -108,7 +108,11 @@ impl WireClient {
         let strings = |v: &Value, key: &str| -> Vec<String> {
             v.get(key)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let count = |v: &Value, key: &str| {
@@ -156,7 +160,10 @@ fn parse_instances(body: &[u8]) -> Result<ServiceInstances, ClientError> {
     let mut instances = Vec::with_capacity(list.len());
     for item in list {
         let revision = item.get("revision").and_then(Value::as_u64).unwrap_or(0);
-        let created = item.get("created").and_then(Value::as_u64).unwrap_or(revision);
+        let created = item
+            .get("created")
+            .and_then(Value::as_u64)
+            .unwrap_or(revision);
         let instance: Instance =
             serde_json::from_value(item.clone()).map_err(|e| invalid(e.to_string()))?;
         instances.push(Arc::new(InstanceEntry {
@@ -436,9 +443,7 @@ impl ServiceView {
     /// stale).
     pub async fn ready(&self) {
         let mut state = self.shared.state.clone();
-        let _ = state
-            .wait_for(|s| s.index.is_some() || s.stale)
-            .await;
+        let _ = state.wait_for(|s| s.index.is_some() || s.stale).await;
     }
 
     /// Waits until the cache changes.
@@ -507,7 +512,9 @@ impl ServiceEvents {
                 let id = entry.instance.id.clone();
                 match self.seen.get(&id) {
                     None => events.push(ServiceEvent::Added(Arc::clone(entry))),
-                    Some(old) if old.revision != entry.revision || old.instance != entry.instance => {
+                    Some(old)
+                        if old.revision != entry.revision || old.instance != entry.instance =>
+                    {
                         events.push(ServiceEvent::Changed(Arc::clone(entry)));
                     }
                     Some(_) => {}

@@ -289,9 +289,9 @@ pub fn parse(name: &str, value: &Json) -> Result<Instance, InvalidInstance> {
     let rest = name.strip_prefix(PREFIX).ok_or_else(|| {
         InvalidInstance::field("name", format!("instance names start with {PREFIX:?}"))
     })?;
-    let (service, id) = rest.split_once('/').ok_or_else(|| {
-        InvalidInstance::field("name", "must be svc/<service>/<id>".to_owned())
-    })?;
+    let (service, id) = rest
+        .split_once('/')
+        .ok_or_else(|| InvalidInstance::field("name", "must be svc/<service>/<id>".to_owned()))?;
     check_part("service", service, is_service_char)
         .map_err(|e| InvalidInstance::field("name", format!("service {}", e.problem)))?;
     check_part("id", id, is_id_char)
@@ -466,7 +466,10 @@ mod tests {
     #[test]
     fn the_name_gives_service_and_id() {
         let instance = parse("svc/web/w1", &json("{}")).expect("valid");
-        assert_eq!((instance.service.as_str(), instance.id.as_str()), ("web", "w1"));
+        assert_eq!(
+            (instance.service.as_str(), instance.id.as_str()),
+            ("web", "w1")
+        );
         assert_eq!(instance.status, Status::Passing);
     }
 

@@ -46,11 +46,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use catalog::{InstanceEntry, ServiceInstances, ServiceSummary, Services};
-pub use instance::{
-    is_reserved, parse, register_name, split_name, Instance, InvalidInstance, Status,
-    MAX_PART_LEN, PREFIX,
-};
 pub(crate) use instance::field_ci;
+pub use instance::{
+    is_reserved, parse, register_name, split_name, Instance, InvalidInstance, Status, MAX_PART_LEN,
+    PREFIX,
+};
 pub use select::{Candidates, Filter, Pick, Predicate};
 
 use crate::store::{Registry, Revision, SetOutcome, StoreError};
@@ -194,14 +194,23 @@ mod tests {
 
         // A status change is a change; the filter follows it.
         discovery
-            .register(&web.clone().status(Status::Warning), Some(Duration::from_secs(5)))
+            .register(
+                &web.clone().status(Status::Warning),
+                Some(Duration::from_secs(5)),
+            )
             .expect("update");
-        assert!(discovery.instances("web", &Filter::new().passing()).instances.is_empty());
+        assert!(discovery
+            .instances("web", &Filter::new().passing())
+            .instances
+            .is_empty());
 
         // Expiry removes it, and the service with it.
         clock.advance(Duration::from_secs(6));
         registry.expire_due();
-        assert!(discovery.instances("web", &Filter::new()).instances.is_empty());
+        assert!(discovery
+            .instances("web", &Filter::new())
+            .instances
+            .is_empty());
         let names: Vec<_> = discovery
             .services()
             .services
@@ -223,7 +232,10 @@ mod tests {
         registry
             .set("svc/web/w1", Json::from("nope"), None, None)
             .expect("set");
-        assert!(discovery.instances("web", &Filter::new()).instances.is_empty());
+        assert!(discovery
+            .instances("web", &Filter::new())
+            .instances
+            .is_empty());
         let bad = Instance::new("web", "a/b");
         assert!(matches!(
             discovery.register(&bad, None),
@@ -259,7 +271,11 @@ mod tests {
             .expect("task");
         // The emptied service is gone once nobody waits on it; a wait on it from an old index
         // answers at once.
-        assert!(discovery.services().services.iter().all(|s| s.name != "web"));
+        assert!(discovery
+            .services()
+            .services
+            .iter()
+            .all(|s| s.name != "web"));
         tokio::time::timeout(Duration::from_secs(10), discovery.wait("web", index))
             .await
             .expect("answered at once");

@@ -180,7 +180,10 @@ impl Pick {
     }
 
     /// Only instances for which `predicate` is true.
-    pub fn matching(mut self, predicate: impl Fn(&Instance) -> bool + Send + Sync + 'static) -> Self {
+    pub fn matching(
+        mut self,
+        predicate: impl Fn(&Instance) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.predicate = Some(Arc::new(predicate));
         self
     }
@@ -330,12 +333,18 @@ mod tests {
     fn fleet() -> Vec<Arc<InstanceEntry>> {
         entries(&[
             Instance::new("web", "a").address("h1").version("1"),
-            Instance::new("web", "b").address("h2").version("2").tag("x"),
+            Instance::new("web", "b")
+                .address("h2")
+                .version("2")
+                .tag("x"),
             Instance::new("web", "c")
                 .address("h1")
                 .version("2")
                 .status(Status::Critical),
-            Instance::new("web", "d").node("h3").address("h9").meta("zone", "z1"),
+            Instance::new("web", "d")
+                .node("h3")
+                .address("h9")
+                .meta("zone", "z1"),
         ])
     }
 
@@ -356,14 +365,24 @@ mod tests {
         assert_eq!(ids(&Pick::round_robin(), &all, 4), ["a", "b", "c", "d"]);
         // The candidates' fast paths pick exactly as the scan does.
         let candidates = Candidates::new(all.clone());
-        for pick in [Pick::default(), Pick::round_robin(), Pick::default().tag("x")] {
+        for pick in [
+            Pick::default(),
+            Pick::round_robin(),
+            Pick::default().tag("x"),
+        ] {
             let turn = AtomicUsize::new(0);
             let fast: Vec<String> = (0..5)
-                .map(|_| candidates.pick(&pick, &turn).map_or("-".into(), |e| e.instance.id.clone()))
+                .map(|_| {
+                    candidates
+                        .pick(&pick, &turn)
+                        .map_or("-".into(), |e| e.instance.id.clone())
+                })
                 .collect();
             assert_eq!(fast, ids(&pick, &all, 5), "{pick:?}");
         }
-        assert!(Candidates::default().pick(&Pick::default(), &AtomicUsize::new(0)).is_none());
+        assert!(Candidates::default()
+            .pick(&Pick::default(), &AtomicUsize::new(0))
+            .is_none());
     }
 
     #[test]
@@ -373,7 +392,7 @@ mod tests {
         assert_eq!(ids(&Pick::default().tag("x"), &all, 1), ["b"]);
         assert_eq!(ids(&Pick::default().meta("zone", "z1"), &all, 1), ["d"]);
         assert_eq!(ids(&Pick::default().tag("nope"), &all, 1), ["-"]);
-        let custom = Pick::round_robin().matching(|i| i.id > "b".to_owned());
+        let custom = Pick::round_robin().matching(|i| i.id.as_str() > "b");
         assert_eq!(ids(&custom, &all, 3), ["c", "d", "c"]);
         let critical = Filter::new().status(Status::Critical);
         assert_eq!(ids(&Pick::round_robin().filter(critical), &all, 1), ["c"]);

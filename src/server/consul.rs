@@ -124,7 +124,10 @@ pub(crate) async fn handle(
             Ok(ok_json(&Value::Object(services), None))
         }
         (&Method::GET, ["agent", "service", id]) => match discovery.by_id(id).first() {
-            Some(entry) => Ok(ok_json(&agent_service(&entry.instance), Some(entry.revision))),
+            Some(entry) => Ok(ok_json(
+                &agent_service(&entry.instance),
+                Some(entry.revision),
+            )),
             None => Err(not_found(format!("unknown service ID {id:?}"))),
         },
         (&Method::GET, ["agent", "checks"]) => {
@@ -279,8 +282,8 @@ async fn service_query(
         match key.as_str() {
             "tag" => filter.tags.push(value.clone()),
             "passing" => {
-                filter.passing =
-                    flag(value).ok_or_else(|| ServerError::parameter("passing parameter", value))?;
+                filter.passing = flag(value)
+                    .ok_or_else(|| ServerError::parameter("passing parameter", value))?;
             }
             _ => {}
         }
@@ -557,14 +560,22 @@ async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody
     }
     let mut checks: Vec<&Map<String, Value>> = Vec::new();
     if let Some(check) = field_ci(&definition, "Check").filter(|c| !c.is_null()) {
-        checks.push(check.as_object().ok_or_else(|| bad("Check must be an object"))?);
+        checks.push(
+            check
+                .as_object()
+                .ok_or_else(|| bad("Check must be an object"))?,
+        );
     }
     if let Some(list) = field_ci(&definition, "Checks").filter(|c| !c.is_null()) {
         let list = list
             .as_array()
             .ok_or_else(|| bad("Checks must be an array"))?;
         for check in list {
-            checks.push(check.as_object().ok_or_else(|| bad("Checks must hold objects"))?);
+            checks.push(
+                check
+                    .as_object()
+                    .ok_or_else(|| bad("Checks must hold objects"))?,
+            );
         }
     }
     let ttl = match checks.as_slice() {
@@ -602,7 +613,18 @@ async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody
 /// A check definition's TTL and initial status (Consul starts a TTL check critical unless
 /// `Status` says otherwise).
 fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status), ServerError> {
-    for kind in ["HTTP", "TCP", "Args", "Script", "GRPC", "DockerContainerID", "H2PING", "UDP", "OSService", "AliasService"] {
+    for kind in [
+        "HTTP",
+        "TCP",
+        "Args",
+        "Script",
+        "GRPC",
+        "DockerContainerID",
+        "H2PING",
+        "UDP",
+        "OSService",
+        "AliasService",
+    ] {
         if field_ci(check, kind).is_some_and(|v| !v.is_null() && v != "" && v != &json!([])) {
             return Err(bad(format!(
                 "{kind} checks are not supported: reg runs no checks, only TTL checks (the \
@@ -635,8 +657,11 @@ fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status),
     }
     let status = match text_field(check, "Status")? {
         None => Status::Critical,
-        Some(text) => Status::parse(&text)
-            .ok_or_else(|| bad(format!("Check.Status {text:?} is not passing, warning or critical")))?,
+        Some(text) => Status::parse(&text).ok_or_else(|| {
+            bad(format!(
+                "Check.Status {text:?} is not passing, warning or critical"
+            ))
+        })?,
     };
     Ok((ttl, status))
 }
@@ -660,8 +685,11 @@ fn update_status(body: &[u8]) -> Result<Status, ServerError> {
         .as_object()
         .ok_or_else(|| bad("the body must be a JSON object"))?;
     let text = text_field(object, "Status")?.ok_or_else(|| bad("Status is required"))?;
-    Status::parse(&text)
-        .ok_or_else(|| bad(format!("Status {text:?} is not passing, warning or critical")))
+    Status::parse(&text).ok_or_else(|| {
+        bad(format!(
+            "Status {text:?} is not passing, warning or critical"
+        ))
+    })
 }
 
 /// A TTL check's heartbeat: sets the status and restarts the instance's TTL (a heartbeat that
@@ -686,10 +714,12 @@ fn set_check(
             .registry()
             .ttl(&instance.register_name())
             .unwrap_or(NO_CHECK_TTL);
-        discovery.register(&instance, Some(ttl)).map_err(|e| match e {
-            crate::discovery::DiscoveryError::Store(store) => ServerError::Store(store),
-            other => bad(other.to_string()),
-        })?;
+        discovery
+            .register(&instance, Some(ttl))
+            .map_err(|e| match e {
+                crate::discovery::DiscoveryError::Store(store) => ServerError::Store(store),
+                other => bad(other.to_string()),
+            })?;
     }
     Ok(ok_empty())
 }

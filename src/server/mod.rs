@@ -210,7 +210,9 @@ impl Shared {
 
     /// Discovery waits parked now (0 before the catalog is attached).
     pub(crate) fn service_polls(&self) -> usize {
-        self.discovery.get().map_or(0, crate::discovery::Discovery::parked)
+        self.discovery
+            .get()
+            .map_or(0, crate::discovery::Discovery::parked)
     }
 
     pub(crate) fn is_draining(&self) -> bool {

@@ -26,7 +26,9 @@ pub(crate) fn handle(shared: &Shared, route: Route) -> Result<Response<ResBody>,
             ),
         )),
         Route::Metrics => {
-            let text = shared.metrics.render(&shared.registry, shared.service_polls());
+            let text = shared
+                .metrics
+                .render(&shared.registry, shared.service_polls());
             let mut response = Response::new(ResBody::Full(Some(Bytes::from(text))));
             response
                 .headers_mut()

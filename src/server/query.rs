@@ -85,7 +85,10 @@ impl Query {
 
 /// A `wait` parameter: a Go duration, clamped to the configured maximum; `None` for no wait
 /// (empty, zero or negative).
-pub(crate) fn parse_wait(wait: &str, config: &ServerConfig) -> Result<Option<Duration>, ServerError> {
+pub(crate) fn parse_wait(
+    wait: &str,
+    config: &ServerConfig,
+) -> Result<Option<Duration>, ServerError> {
     if wait.is_empty() {
         return Ok(None);
     }

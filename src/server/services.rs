@@ -36,7 +36,8 @@ use crate::store::Revision;
 /// Refuses a write under `svc/` whose value is not an instance (400 naming the field).
 pub(crate) fn check_entry(name: &str, value: &Json) -> Result<(), ServerError> {
     if discovery::is_reserved(name) {
-        discovery::parse(name, value).map_err(|error| ServerError::entry(name, error.to_string()))?;
+        discovery::parse(name, value)
+            .map_err(|error| ServerError::entry(name, error.to_string()))?;
     }
     Ok(())
 }
@@ -159,8 +160,8 @@ pub(crate) fn filter(params: &[(String, String)]) -> Result<Filter, ServerError>
                 );
             }
             "passing" => {
-                filter.passing =
-                    flag(value).ok_or_else(|| ServerError::parameter("passing parameter", value))?;
+                filter.passing = flag(value)
+                    .ok_or_else(|| ServerError::parameter("passing parameter", value))?;
             }
             "index" | "wait" => {}
             other => {
@@ -292,7 +293,12 @@ fn watch(
                     Some(_) => None,
                 };
                 if let Some(kind) = kind {
-                    push_event(&mut chunk, kind, listed.index, &entry_json(&discovery, entry));
+                    push_event(
+                        &mut chunk,
+                        kind,
+                        listed.index,
+                        &entry_json(&discovery, entry),
+                    );
                 }
                 now.insert(id, entry.revision);
             }

@@ -79,13 +79,15 @@ enum Command {
     /// {"event":"delete"|"expire","name":…,"revision":…}. No names: every register. After a lost
     /// connection the stream resumes from the last revision seen, so no change is missed.
     Watch(watch::WatchArgs),
-    /// Browse the registry live in the terminal (flat or tree view, filter, edit).
+    /// Browse the registry live in the terminal (flat, tree or services view, filter, edit).
     ///
-    /// Flat or tree view (names split on `.`), a filter, a details panel (value, metadata,
-    /// revision, time to expiry), and editing a value (sends a change request). Registers that
-    /// are deleted or expire stay red for a few seconds, marked `deleted` or `expired`. A status
-    /// line shows the connection (live, reconnecting, unreachable with the whole error). Keys
-    /// are shown at the bottom; q, Esc or Ctrl-C quits.
+    /// Flat or tree view (names split on `.`, key t), or the services view (key s, or
+    /// --services: each service with its instances, the registers svc/<service>/<id>, and their
+    /// status in colour), a filter, a details panel (value, metadata, revision, time to
+    /// expiry), and editing a value (sends a change request). Registers that are deleted or
+    /// expire stay red for a few seconds, marked `deleted` or `expired`. A status line shows the
+    /// connection (live, reconnecting, unreachable with the whole error). Keys are shown at the
+    /// bottom; q, Esc or Ctrl-C quits.
     Browse(browse::BrowseArgs),
     /// Serve MCP on stdio for LLM agents: get_register, list_registers, request_change,
     /// set_register.

@@ -142,7 +142,12 @@ pub(crate) fn run(args: ServiceArgs) -> anyhow::Result<()> {
                     common::emit(&line.to_string())?;
                 }
             } else {
-                let width = services.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+                let width = services
+                    .services
+                    .iter()
+                    .map(|s| s.name.len())
+                    .max()
+                    .unwrap_or(0);
                 for s in &services.services {
                     common::emit(&format!(
                         "{:width$}  {} instance{} ({} passing){}{}",

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use reg::client::RegisterValue;
+use reg::discovery::{self, Instance, Status as Health};
 use reg::{Json, Revision};
 use tokio::time::Instant;
 
@@ -64,11 +65,13 @@ impl From<RegisterValue> for Read {
     }
 }
 
-/// Flat list or tree of dotted names.
+/// Flat list or tree of dotted names, or the services: each service with its instances
+/// below it (the registers `svc/<service>/<id>` whose value is an instance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ViewMode {
     Flat,
     Tree,
+    Services,
 }
 
 /// What the keyboard is doing.
@@ -145,8 +148,21 @@ pub(crate) struct Row<'a> {
     pub(crate) label: String,
     /// The register at this key, if there is one (a group may have none).
     pub(crate) entry: Option<&'a Entry>,
-    /// For a group: how many registers are below it, and whether it is folded.
+    /// For a group: how many registers are below it, and whether it is folded. For a
+    /// service: how many of its instances are live (not gone), and whether it is folded.
     pub(crate) group: Option<(usize, bool)>,
+    /// In the services view: what the row is (`None` in the other views).
+    pub(crate) service: Option<ServiceRow>,
+}
+
+/// What a row of the services view is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ServiceRow {
+    /// A service: how many of its live instances are passing (how many are live is the
+    /// row's `group`).
+    Service { passing: usize },
+    /// An instance, as its register's value says (its register is the row's `entry`).
+    Instance(Box<Instance>),
 }
 
 /// The whole state of `reg browse`.
@@ -156,10 +172,12 @@ pub(crate) struct App {
     pub(crate) url: String,
     pub(crate) registers: BTreeMap<String, Entry>,
     pub(crate) view: ViewMode,
+    /// The names view (flat or tree) that leaving the services view goes back to.
+    pub(crate) names_view: ViewMode,
     /// Case-insensitive substring of the names to show.
     pub(crate) filter: String,
     pub(crate) mode: Mode,
-    /// Tree groups folded by the user.
+    /// Tree groups and services (`svc/<service>`) folded by the user.
     pub(crate) collapsed: BTreeSet<String>,
     /// The selected row's key: the selection follows the register, not the position.
     pub(crate) selected: Option<String>,
@@ -185,6 +203,7 @@ impl App {
             url,
             registers: BTreeMap::new(),
             view: ViewMode::Flat,
+            names_view: ViewMode::Flat,
             filter: String::new(),
             mode: Mode::Normal,
             collapsed: BTreeSet::new(),
@@ -377,6 +396,7 @@ impl App {
                     label: name.clone(),
                     entry: self.registers.get(name),
                     group: None,
+                    service: None,
                 })
                 .collect(),
             ViewMode::Tree => {
@@ -394,7 +414,74 @@ impl App {
                 root.flatten(self, None, 0, unfold_all, &mut rows);
                 rows
             }
+            ViewMode::Services => self.service_rows(),
         }
+    }
+
+    /// The instances among the registers the filter matches (all of them with `all`), by
+    /// service, each service's by id: every register under `svc/` whose value parses as an
+    /// instance. Gone ones are kept (they fade red like any register).
+    fn instances(&self, all: bool) -> BTreeMap<String, Vec<(&String, &Entry, Instance)>> {
+        let mut services: BTreeMap<String, Vec<_>> = BTreeMap::new();
+        for (name, entry) in &self.registers {
+            if !discovery::is_reserved(name) || !(all || self.matches(name)) {
+                continue;
+            }
+            if let Ok(instance) = discovery::parse(name, &entry.value) {
+                services
+                    .entry(instance.service.clone())
+                    .or_default()
+                    .push((name, entry, instance));
+            }
+        }
+        services
+    }
+
+    /// Whether any register is an instance, whatever the filter.
+    pub(crate) fn any_instance(&self) -> bool {
+        !self.instances(true).is_empty()
+    }
+
+    /// The rows of the services view: a row per service (key `svc/<service>`), and below it,
+    /// unless it is folded, a row per instance (key: its register's name).
+    fn service_rows(&self) -> Vec<Row<'_>> {
+        // While filtering, every service is open so every match shows.
+        let unfold_all = !self.filter.is_empty();
+        let mut rows = Vec::new();
+        for (service, instances) in self.instances(false) {
+            let key = format!("{}{service}", discovery::PREFIX);
+            let live = || {
+                instances
+                    .iter()
+                    .filter(|(_, entry, _)| entry.gone_since.is_none())
+            };
+            let passing = live()
+                .filter(|(_, _, instance)| instance.status == Health::Passing)
+                .count();
+            let folded = !unfold_all && self.collapsed.contains(&key);
+            rows.push(Row {
+                key,
+                depth: 0,
+                label: service,
+                entry: None,
+                group: Some((live().count(), folded)),
+                service: Some(ServiceRow::Service { passing }),
+            });
+            if folded {
+                continue;
+            }
+            for (name, entry, instance) in instances {
+                rows.push(Row {
+                    key: name.clone(),
+                    depth: 1,
+                    label: instance.id.clone(),
+                    entry: Some(entry),
+                    group: None,
+                    service: Some(ServiceRow::Instance(Box::new(instance))),
+                });
+            }
+        }
+        rows
     }
 
     /// Re-finds the selected key after the rows changed; keeps the position when it is gone.
@@ -543,6 +630,18 @@ impl App {
                 self.view = match self.view {
                     ViewMode::Flat => ViewMode::Tree,
                     ViewMode::Tree => ViewMode::Flat,
+                    // Back to the names view it came from, as `s` does.
+                    ViewMode::Services => self.names_view,
+                };
+                self.sync_selection();
+            }
+            KeyCode::Char('s') => {
+                self.view = match self.view {
+                    ViewMode::Services => self.names_view,
+                    names => {
+                        self.names_view = names;
+                        ViewMode::Services
+                    }
                 };
                 self.sync_selection();
             }
@@ -579,11 +678,15 @@ impl App {
         None
     }
 
-    /// Folds (or unfolds) the selected group in the tree view.
+    /// Folds (or unfolds) the selected group in the tree view, or service in the services
+    /// view.
     fn fold(&mut self, fold: bool) {
-        if self.view != ViewMode::Tree {
-            return;
-        }
+        let separator = match self.view {
+            ViewMode::Flat => return,
+            ViewMode::Tree => '.',
+            // An instance `svc/<service>/<id>` is below its service's row `svc/<service>`.
+            ViewMode::Services => '/',
+        };
         let Some((key, _, is_group)) = self.selected_row() else {
             return;
         };
@@ -595,7 +698,7 @@ impl App {
             }
         } else if fold {
             // On a leaf, Left goes to its group.
-            if let Some((parent, _)) = key.rsplit_once('.') {
+            if let Some((parent, _)) = key.rsplit_once(separator) {
                 self.selected = Some(parent.to_owned());
             }
         }
@@ -643,6 +746,7 @@ impl TreeNode {
                     None
                 },
                 group,
+                service: None,
             });
             if !folded {
                 node.flatten(app, Some(&key), depth + 1, unfold_all, rows);

@@ -16,6 +16,9 @@
 //! Another follows the watch stream (`/v1/watch`, Part B) from the revision of the first
 //! read, for the one thing the reads cannot say: whether a register that went was deleted or
 //! expired. A server without the stream (Part A answers 404) leaves it at the neutral `gone`.
+//!
+//! The services view has no feed of its own: it is those same registers, the ones under
+//! `svc/` whose value parses as an instance (`reg::discovery::parse`), by service.
 
 mod app;
 mod ui;
@@ -57,6 +60,11 @@ pub(crate) struct BrowseArgs {
     /// Start in the tree view.
     #[arg(long)]
     tree: bool,
+
+    /// Start in the services view (each service with its instances; `s` leaves it, for the
+    /// tree view with --tree, else the flat view).
+    #[arg(long)]
+    services: bool,
 
     /// Start with this filter.
     #[arg(long, value_name = "TEXT")]
@@ -110,6 +118,10 @@ async fn browse(args: BrowseArgs, wire: WireClient) -> anyhow::Result<()> {
     let mut app = App::new(wire.url(), Instant::now());
     if args.tree {
         app.view = ViewMode::Tree;
+    }
+    if args.services {
+        app.names_view = app.view;
+        app.view = ViewMode::Services;
     }
     if let Some(filter) = args.filter {
         app.filter = filter;

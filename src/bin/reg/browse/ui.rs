@@ -8,10 +8,13 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Table, TableState, Wrap};
 use ratatui::Frame;
+use reg::discovery::{Instance, Status as Health};
 use reg::json::{parse_tree, Node};
 use reg::Json;
 
-use super::app::{App, Connection, Entry, Mode, Removal, Row, ViewMode, Watch, CHANGED_HIGHLIGHT};
+use super::app::{
+    App, Connection, Entry, Mode, Removal, Row, ServiceRow, ViewMode, Watch, CHANGED_HIGHLIGHT,
+};
 
 /// The style of a register that expired or was deleted, and of errors.
 pub(crate) const GONE: Style = Style::new().fg(Color::Red);
@@ -22,6 +25,18 @@ const DIM: Style = Style::new().fg(Color::DarkGray);
 const LABEL: Style = Style::new().add_modifier(Modifier::BOLD);
 const LIVE: Style = Style::new().fg(Color::Green).add_modifier(Modifier::BOLD);
 const WARN: Style = Style::new().fg(Color::Yellow);
+/// An instance's status: passing, warning, critical.
+const PASSING: Style = Style::new().fg(Color::Green);
+const WARNING: Style = Style::new().fg(Color::Yellow);
+const CRITICAL: Style = Style::new().fg(Color::Red);
+/// What the services view says when there is no instance to show.
+const NO_SERVICES: &str = "no services (instances are registers under svc/<service>/<id>)";
+/// Widest the address and version columns of the services view pad to (a longer one is
+/// shown whole, out of line).
+const ADDRESS_COLUMN: usize = 28;
+const VERSION_COLUMN: usize = 12;
+/// Widest the name column of the services view grows (a longer name is cut).
+const NAME_COLUMN: usize = 32;
 /// Rows the list keeps however tall the status area grows: its borders and one row.
 const MIN_LIST_ROWS: u16 = 3;
 
@@ -226,6 +241,7 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
     let view = match app.view {
         ViewMode::Flat => "flat",
         ViewMode::Tree => "tree",
+        ViewMode::Services => "services",
     };
     // The count and the view first: a narrow title keeps them and loses the URL.
     let title = match &app.connection {
@@ -247,7 +263,12 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
     };
     let block = Block::bordered().title(title);
     if rows.is_empty() {
-        let (text, style) = if !app.registers.is_empty() {
+        let services = app.view == ViewMode::Services;
+        let (text, style) = if services && app.any_instance() {
+            (format!("no instance matches {:?}", app.filter), DIM)
+        } else if services && (!app.registers.is_empty() || app.connection == Connection::Live) {
+            (NO_SERVICES.to_owned(), DIM)
+        } else if !app.registers.is_empty() {
             (format!("no register matches {:?}", app.filter), DIM)
         } else {
             match app.connection {
@@ -268,12 +289,37 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
         );
         return 0;
     }
+    let table = if app.view == ViewMode::Services {
+        services_table(app, rows)
+    } else {
+        names_table(app, rows)
+    };
+    let table = table
+        .block(block)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▶ ");
+    let mut state = TableState::default()
+        .with_offset(app.offset)
+        .with_selected(Some(app.cursor));
+    frame.render_stateful_widget(table, area, &mut state);
+    state.offset()
+}
+
+/// What a row's name column shows: its label, indented by its depth, after the fold mark of
+/// a group.
+fn row_name(row: &Row<'_>) -> String {
+    let mut name = "  ".repeat(row.depth);
+    if let Some((_, folded)) = row.group {
+        name.push_str(if folded { "▸ " } else { "▾ " });
+    }
+    name.push_str(&row.label);
+    name
+}
+
+/// The flat and tree views: name and value.
+fn names_table<'a>(app: &App, rows: &[Row<'_>]) -> Table<'a> {
     let table_rows = rows.iter().map(|row| {
-        let mut name = "  ".repeat(row.depth);
-        if let Some((_, folded)) = row.group {
-            name.push_str(if folded { "▸ " } else { "▾ " });
-        }
-        name.push_str(&row.label);
+        let name = row_name(row);
         let value = match (row.entry, row.group) {
             (Some(entry), _) if entry.gone_since.is_some() => removal_word(entry).to_owned(),
             (Some(entry), _) => entry.value.to_string(),
@@ -286,19 +332,140 @@ fn render_list(app: &App, rows: &[Row<'_>], frame: &mut Frame<'_>, area: Rect) -
         };
         TableRow::new([Cell::from(name), Cell::from(value)]).style(style)
     });
-    let table = Table::new(
+    Table::new(
         table_rows,
         [Constraint::Percentage(45), Constraint::Percentage(55)],
     )
     .header(TableRow::new(["NAME", "VALUE"]).style(LABEL))
-    .block(block)
-    .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-    .highlight_symbol("▶ ");
-    let mut state = TableState::default()
-        .with_offset(app.offset)
-        .with_selected(Some(app.cursor));
-    frame.render_stateful_widget(table, area, &mut state);
-    state.offset()
+}
+
+/// The services view: a row per service (`N instances, M passing`), and below it a row per
+/// instance: its id, then `address:port`, version and tags lined up in one column, then its
+/// status in colour (or how it went, in red, once gone).
+fn services_table<'a>(app: &App, rows: &[Row<'_>]) -> Table<'a> {
+    let instances = || {
+        rows.iter().filter_map(|row| match &row.service {
+            Some(ServiceRow::Instance(instance)) => Some(instance.as_ref()),
+            _ => None,
+        })
+    };
+    let column = |header: &str, cap: usize, text: fn(&Instance) -> String| {
+        instances()
+            .map(|instance| text_width(&text(instance)))
+            .chain([text_width(header)])
+            .max()
+            .unwrap_or(0)
+            .min(cap)
+    };
+    let address_width = column("ADDRESS", ADDRESS_COLUMN, address);
+    let version_width = column("VERSION", VERSION_COLUMN, version);
+    let line = |address: &str, version: &str, tags: &str| {
+        format!(
+            "{}  {}  {tags}",
+            pad(address, address_width),
+            pad(version, version_width)
+        )
+    };
+    let names: Vec<String> = rows.iter().map(row_name).collect();
+    // As wide as the widest name, up to a limit: the rest is for the instances' columns.
+    let name_width = names
+        .iter()
+        .map(|name| text_width(name))
+        .chain([text_width("NAME")])
+        .max()
+        .unwrap_or(0)
+        .min(NAME_COLUMN);
+    let table_rows = rows
+        .iter()
+        .zip(names)
+        .map(|(row, name)| match (&row.service, row.entry) {
+            (Some(ServiceRow::Instance(instance)), Some(entry)) => {
+                let status = if entry.gone_since.is_some() {
+                    Cell::from(removal_word(entry)).style(GONE)
+                } else {
+                    Cell::from(instance.status.as_str()).style(health_style(instance.status))
+                };
+                let what = line(&address(instance), &version(instance), &tags(instance));
+                TableRow::new([Cell::from(name), Cell::from(what), status])
+                    .style(entry_style(app, entry))
+            }
+            (Some(ServiceRow::Service { passing }), _) => {
+                let live = row.group.map_or(0, |(live, _)| live);
+                let style = if live == 0 { GONE } else { LABEL };
+                TableRow::new([
+                    Cell::from(name),
+                    Cell::from(service_counts(live, *passing)),
+                    Cell::from(""),
+                ])
+                .style(style)
+            }
+            _ => TableRow::new([Cell::from(name)]).style(DIM),
+        });
+    Table::new(
+        table_rows,
+        [
+            Constraint::Length(u16::try_from(name_width).unwrap_or(u16::MAX)),
+            Constraint::Fill(1),
+            Constraint::Length(8),
+        ],
+    )
+    .header(
+        TableRow::new([
+            Cell::from("NAME"),
+            Cell::from(line("ADDRESS", "VERSION", "TAGS")),
+            Cell::from("STATUS"),
+        ])
+        .style(LABEL),
+    )
+}
+
+/// `2 instances, 1 passing`.
+fn service_counts(live: usize, passing: usize) -> String {
+    let instances = if live == 1 { "instance" } else { "instances" };
+    format!("{live} {instances}, {passing} passing")
+}
+
+/// Where an instance serves: `address:port` (`[v6]:port`), the address or `:port` alone,
+/// `-` for neither.
+fn address(instance: &Instance) -> String {
+    match (instance.address.as_str(), instance.port) {
+        ("", 0) => "-".to_owned(),
+        (address, 0) => address.to_owned(),
+        (address, port) if address.contains(':') => format!("[{address}]:{port}"),
+        (address, port) => format!("{address}:{port}"),
+    }
+}
+
+fn version(instance: &Instance) -> String {
+    if instance.version.is_empty() {
+        "-".to_owned()
+    } else {
+        instance.version.clone()
+    }
+}
+
+fn tags(instance: &Instance) -> String {
+    if instance.tags.is_empty() {
+        "-".to_owned()
+    } else {
+        instance.tags.join(",")
+    }
+}
+
+/// `text` padded with spaces to `width` display columns (a wider one as it is).
+fn pad(text: &str, width: usize) -> String {
+    let mut padded = text.to_owned();
+    padded.push_str(&" ".repeat(width.saturating_sub(text_width(text))));
+    padded
+}
+
+/// The colour of an instance's status: green, yellow, red.
+fn health_style(status: Health) -> Style {
+    match status {
+        Health::Passing => PASSING,
+        Health::Warning => WARNING,
+        Health::Critical => CRITICAL,
+    }
 }
 
 /// How a gone register went: `expired` or `deleted` as the watch stream said, `gone` when
@@ -372,7 +539,14 @@ fn render_details(app: &App, row: Option<&Row<'_>>, frame: &mut Frame<'_>, area:
         }
         None => {
             let count = row.group.map_or(0, |(count, _)| count);
-            lines.push(Line::raw(format!("group: {count} registers below")));
+            match &row.service {
+                Some(ServiceRow::Service { passing }) => lines.push(Line::raw(format!(
+                    "service {}: {}",
+                    row.label,
+                    service_counts(count, *passing)
+                ))),
+                _ => lines.push(Line::raw(format!("group: {count} registers below"))),
+            }
             lines.push(Line::styled("space or enter: fold/unfold", DIM));
         }
     }
@@ -385,21 +559,21 @@ fn render_details(app: &App, row: Option<&Row<'_>>, frame: &mut Frame<'_>, area:
 }
 
 fn render_footer(app: &App, frame: &mut Frame<'_>, area: Rect) {
+    // Short words: the whole line fits in 80 columns.
+    let views: &[(&str, &str)] = match (app.view, app.names_view) {
+        (ViewMode::Flat, _) => &[("t", "tree"), ("s", "services")],
+        (ViewMode::Tree, _) => &[("t", "flat"), ("s", "services")],
+        // `s` (or `t`) goes back to the names view it came from.
+        (ViewMode::Services, ViewMode::Tree) => &[("s", "tree")],
+        (ViewMode::Services, _) => &[("s", "flat")],
+    };
+    let normal: Vec<(&str, &str)> = [("q", "quit"), ("/", "filter")]
+        .into_iter()
+        .chain(views.iter().copied())
+        .chain([("e", "edit"), ("↑↓", "move"), ("←→", "fold")])
+        .collect();
     let keys: &[(&str, &str)] = match app.mode {
-        Mode::Normal => &[
-            ("q", "quit"),
-            ("/", "filter"),
-            (
-                "t",
-                match app.view {
-                    ViewMode::Flat => "tree view",
-                    ViewMode::Tree => "flat view",
-                },
-            ),
-            ("e", "edit value"),
-            ("↑↓", "move"),
-            ("←→", "fold"),
-        ],
+        Mode::Normal => &normal,
         Mode::Filter => &[
             ("type", "filter"),
             ("enter", "keep"),
@@ -543,8 +717,9 @@ mod tests {
 
     /// The row and column where `text` first appears in the list (the left 60%).
     fn find(buffer: &Buffer, text: &str) -> Option<(u16, u16)> {
+        let width = usize::from(buffer.area.width) * 60 / 100;
         lines(buffer).iter().enumerate().find_map(|(y, line)| {
-            let list: String = line.chars().take(60).collect();
+            let list: String = line.chars().take(width).collect();
             list.find(text).map(|byte| {
                 let x = list[..byte].chars().count();
                 (u16::try_from(x).unwrap(), u16::try_from(y).unwrap())
@@ -990,5 +1165,265 @@ mod tests {
             pretty(&json(r#"{"b":[1.50,{"x":null}],"a":"é\n"}"#)),
             "{\n  \"a\": \"é\\n\",\n  \"b\": [\n    1.50,\n    {\n      \"x\": null\n    }\n  ]\n}"
         );
+    }
+
+    /// The register of `instance`, as a read gives it.
+    fn instance_read(instance: &Instance) -> Read {
+        Read {
+            value: instance.to_json(),
+            ..read(&instance.register_name(), "null")
+        }
+    }
+
+    /// Two services (web: a passing and a critical instance; db: a warning one), registers
+    /// under `svc/` that are not instances, and a register outside it.
+    fn services_app(now: Instant) -> App {
+        let mut app = App::new("http://reg.test".to_owned(), now);
+        app.apply_snapshot(
+            vec![
+                instance_read(
+                    &Instance::new("web", "web-1")
+                        .address("10.0.0.5")
+                        .port(8080)
+                        .version("1.4.2")
+                        .tag("primary")
+                        .tag("eu"),
+                ),
+                instance_read(
+                    &Instance::new("web", "web-2")
+                        .address("10.0.0.6")
+                        .port(8081)
+                        .version("1.4.1")
+                        .status(Health::Critical),
+                ),
+                instance_read(
+                    &Instance::new("db", "db-1")
+                        .address("fd00::7")
+                        .port(5432)
+                        .status(Health::Warning),
+                ),
+                // Not instances: a value that is no object, a service the name contradicts,
+                // a name without an id.
+                read("svc/broken/x1", r#""not an instance""#),
+                read("svc/web/liar", r#"{"service":"api"}"#),
+                read("svc/lonely", "{}"),
+                read("kitchen.lamp", "true"),
+            ],
+            Some(7),
+            now,
+        );
+        app.on_key(key(KeyCode::Char('s')));
+        app
+    }
+
+    /// The foreground colour of the list cell where `text` starts on the line showing `row`.
+    fn colour_at(buffer: &Buffer, row: &str, text: &str) -> Color {
+        let (_, y) = find(buffer, row).unwrap_or_else(|| panic!("{row}:\n{}", screen(buffer)));
+        let line = &lines(buffer)[usize::from(y)];
+        let byte = line
+            .find(text)
+            .unwrap_or_else(|| panic!("{text} on {line:?}:\n{}", screen(buffer)));
+        let x = u16::try_from(line[..byte].chars().count()).unwrap();
+        buffer[(x, y)].fg
+    }
+
+    #[test]
+    fn services_view_shows_each_service_with_its_instances_counts_and_colours() {
+        let now = Instant::now();
+        let mut app = services_app(now);
+        assert_eq!(app.view, ViewMode::Services);
+        let buffer = draw_at(&mut app, 120, 24);
+        let text = screen(&buffer);
+        assert!(text.contains(" · services · http://reg.test"), "{text}");
+        assert!(text.contains("ADDRESS"), "{text}");
+        assert!(text.contains("STATUS"), "{text}");
+
+        // A row per service with its counts, sorted; its instances below it, indented.
+        let db = list_line(&buffer, "▾ db");
+        assert!(db.contains("1 instance, 0 passing"), "{text}");
+        let web = list_line(&buffer, "▾ web");
+        assert!(web.contains("2 instances, 1 passing"), "{text}");
+        let at = |name: &str| find(&buffer, name).unwrap_or_else(|| panic!("{name}:\n{text}"));
+        let (service_x, db_y) = at("▾ db");
+        let (_, web_y) = at("▾ web");
+        let (id_x, web1_y) = at("web-1");
+        let (_, web2_y) = at("web-2");
+        let (_, db1_y) = at("db-1");
+        assert!(db_y < db1_y && db1_y < web_y, "{text}");
+        assert!(web_y < web1_y && web1_y < web2_y, "{text}");
+        assert!(
+            id_x > service_x,
+            "instances indented under the service:\n{text}"
+        );
+
+        // Each instance: id, address:port, version, tags, status.
+        let web1 = list_line(&buffer, "web-1");
+        for part in ["10.0.0.5:8080", "1.4.2", "primary,eu", "passing"] {
+            assert!(web1.contains(part), "{part}:\n{text}");
+        }
+        let web2 = list_line(&buffer, "web-2");
+        for part in ["10.0.0.6:8081", "1.4.1", "critical"] {
+            assert!(web2.contains(part), "{part}:\n{text}");
+        }
+        let db1 = list_line(&buffer, "db-1");
+        assert!(
+            db1.contains("[fd00::7]:5432") && db1.contains("warning"),
+            "{text}"
+        );
+        // The columns line up.
+        assert_eq!(web1.find("1.4.2"), web2.find("1.4.1"), "{text}");
+
+        // The status in colour: only the status cell.
+        assert_eq!(
+            colour_at(&buffer, "web-1", "passing"),
+            Color::Green,
+            "{text}"
+        );
+        assert_eq!(
+            colour_at(&buffer, "web-2", "critical"),
+            Color::Red,
+            "{text}"
+        );
+        assert_eq!(
+            colour_at(&buffer, "db-1", "warning"),
+            Color::Yellow,
+            "{text}"
+        );
+        assert_ne!(
+            colour_at(&buffer, "web-2", "10.0.0.6"),
+            Color::Red,
+            "{text}"
+        );
+
+        // What is not an instance is left out here…
+        for name in ["broken", "x1", "liar", "lonely", "kitchen"] {
+            assert!(find(&buffer, name).is_none(), "{name}:\n{text}");
+        }
+        assert!(text.contains(" s  flat"), "{text}");
+        // …and still in the other views.
+        app.on_key(key(KeyCode::Char('s')));
+        assert_eq!(app.view, ViewMode::Flat);
+        let text = screen(&draw_at(&mut app, 120, 24));
+        for name in [
+            "svc/broken/x1",
+            "svc/web/liar",
+            "svc/lonely",
+            "svc/web/web-1",
+        ] {
+            assert!(text.contains(name), "{name}:\n{text}");
+        }
+        assert!(text.contains(" s  services"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_services_view_says_so() {
+        let now = Instant::now();
+        // Before the first answer: connecting, as in the other views.
+        let mut app = App::new("http://reg.test".to_owned(), now);
+        app.on_key(key(KeyCode::Char('s')));
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains("connecting to http://reg.test…"), "{text}");
+        assert!(!text.contains(NO_SERVICES), "{text}");
+        // An empty registry.
+        app.apply_snapshot(Vec::new(), Some(0), now);
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains(NO_SERVICES), "{text}");
+        // Registers, none an instance (one under svc/ that is not).
+        app.apply_snapshot(
+            vec![read("kitchen.lamp", "true"), read("svc/web/web-1", "[1]")],
+            Some(1),
+            now,
+        );
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains(NO_SERVICES), "{text}");
+        assert!(!text.contains("no register matches"), "{text}");
+        // Instances, none matching the filter.
+        let mut app = services_app(now);
+        app.filter = "nothing".to_owned();
+        app.sync_selection();
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains("no instance matches \"nothing\""), "{text}");
+    }
+
+    #[test]
+    fn an_instance_row_is_its_register_details_edit_and_all_and_a_service_folds() {
+        let now = Instant::now();
+        let mut app = services_app(now);
+        while app.selected.as_deref() != Some("svc/web/web-2") {
+            app.on_key(key(KeyCode::Down));
+        }
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains("name      svc/web/web-2"), "{text}");
+        assert!(text.contains("state     live"), "{text}");
+        assert!(text.contains("\"status\": \"critical\""), "{text}");
+        app.on_key(key(KeyCode::Char('e')));
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains("new value for svc/web/web-2: {"), "{text}");
+        app.on_key(key(KeyCode::Esc));
+
+        // Left goes to the service, Left again folds it.
+        app.on_key(key(KeyCode::Left));
+        assert_eq!(app.selected.as_deref(), Some("svc/web"));
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(
+            text.contains("service web: 2 instances, 1 passing"),
+            "{text}"
+        );
+        app.on_key(key(KeyCode::Left));
+        let buffer = draw_at(&mut app, 120, 24);
+        let text = screen(&buffer);
+        assert!(
+            list_line(&buffer, "▸ web").contains("2 instances"),
+            "{text}"
+        );
+        assert!(find(&buffer, "web-1").is_none(), "{text}");
+        // Enter on a service unfolds it rather than editing.
+        app.on_key(key(KeyCode::Enter));
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(find(&draw_at(&mut app, 120, 24), "web-1").is_some());
+
+        // `s` goes back to the names view it came from.
+        app.on_key(key(KeyCode::Char('s')));
+        app.on_key(key(KeyCode::Char('t')));
+        assert_eq!(app.view, ViewMode::Tree);
+        app.on_key(key(KeyCode::Char('s')));
+        let text = screen(&draw_at(&mut app, 120, 24));
+        assert!(text.contains(" s  tree"), "{text}");
+        app.on_key(key(KeyCode::Char('s')));
+        assert_eq!(app.view, ViewMode::Tree);
+    }
+
+    #[test]
+    fn a_removed_instance_fades_red_and_leaves_the_counts() {
+        let now = Instant::now();
+        let mut app = services_app(now);
+        let later = now + Duration::from_millis(100);
+        app.apply_removal("svc/web/web-1", Removal::Deleted, Some(8), later);
+        let buffer = draw_at(&mut app, 120, 24);
+        let text = screen(&buffer);
+        let web1 = list_line(&buffer, "web-1");
+        assert!(
+            web1.contains("deleted") && !web1.contains("passing"),
+            "{text}"
+        );
+        assert_eq!(colour_at(&buffer, "web-1", "web-1"), Color::Red, "{text}");
+        assert_eq!(colour_at(&buffer, "web-1", "deleted"), Color::Red, "{text}");
+        assert!(
+            list_line(&buffer, "▾ web").contains("1 instance, 0 passing"),
+            "{text}"
+        );
+        // The last one going takes its service with it.
+        app.apply_removal("svc/db/db-1", Removal::Expired, Some(9), later);
+        let buffer = draw_at(&mut app, 120, 24);
+        assert!(list_line(&buffer, "db-1").contains("expired"));
+        assert!(list_line(&buffer, "▾ db").contains("0 instances, 0 passing"));
+        app.tick(later + GONE_LINGER);
+        let buffer = draw_at(&mut app, 120, 24);
+        let text = screen(&buffer);
+        assert!(
+            find(&buffer, "web-1").is_none() && find(&buffer, "db").is_none(),
+            "{text}"
+        );
+        assert!(list_line(&buffer, "web-2").contains("critical"), "{text}");
     }
 }
