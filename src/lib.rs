@@ -25,6 +25,8 @@
 //!   `expiry.rs` + `wheel.rs` (where registers expire), `requests.rs` (change requests),
 //!   `history.rs` (removal history for `index` waits), `feed.rs` (the change feed),
 //!   `clock.rs` (injected time).
+//! * `discovery/` — service discovery over registers: instances are `svc/<service>/<id>`,
+//!   a catalog kept by a sink on the commit path, filters and picks (`docs/discovery.md`).
 //! * `json.rs` — JSON validated into canonical form, so equality is a byte compare.
 //! * `duration.rs` — Go's duration grammar, which reg's REST API speaks.
 //! * `sync.rs` — the one module that owns synchronization primitives (swapped under loom).
@@ -68,3 +70,8 @@ pub use store::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// `docs/discovery.md`'s examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/discovery.md")]
+struct DiscoveryDoctests;

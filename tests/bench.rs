@@ -6,9 +6,18 @@
 use std::time::Duration;
 
 use reg::bench::{
-    run, CommandsOptions, Common, FanoutOptions, FleetOptions, Report, Scenario, Target,
-    ThroughputOptions,
+    run, CommandsOptions, Common, DiscoveryOptions, FanoutOptions, FleetOptions, Report, Scenario,
+    Target, ThroughputOptions,
 };
+
+fn small_discovery() -> DiscoveryOptions {
+    DiscoveryOptions {
+        instances: 40,
+        services: 4,
+        watchers: 8,
+        changes: 8,
+    }
+}
 
 fn brief() -> Common {
     Common {
@@ -130,6 +139,32 @@ async fn fleet_refreshes_and_delivers_updates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_wakes_every_watcher_and_times_picks() {
+    let report = bench(Scenario::Discovery(small_discovery())).await;
+    let table = report.table();
+    // Every change answered both services' watchers (2 each), on both routes.
+    for row in &report.rows[..2] {
+        assert_eq!(row.errors, 0, "{table}");
+        assert_eq!(row.latency.as_ref().map(|l| l.count), Some(16), "{table}");
+    }
+    let picks = &report.rows[3];
+    assert!(
+        picks
+            .figures
+            .iter()
+            .any(|(name, ns, _)| name.contains("Pick::default") && *ns > 0.0),
+        "{table}"
+    );
+    assert!(
+        report.rows[2]
+            .figures
+            .iter()
+            .any(|(name, _, _)| name.contains("per instance")),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceiling_runs_alone() {
     let report = bench(Scenario::Ceiling(small())).await;
     assert!(report.rows[0].ceiling_throughput.is_some_and(|t| t > 0.0));
@@ -183,6 +218,7 @@ async fn a_run_against_a_url_leaves_nothing_behind() {
             device_connections: 2,
             change_ratio: 1.0,
         }),
+        Scenario::Discovery(small_discovery()),
     ];
     for scenario in scenarios {
         let (server, common) = real_server().await;

@@ -345,6 +345,9 @@ pub(crate) async fn discovery(
             probe.status
         )));
     }
+    // A second run (or a run after one that died) finds its instances there already: writing
+    // them again grows nothing, so memory is only measured from a clean start.
+    let fresh = !String::from_utf8_lossy(&probe.body).contains(&format!("\"{}\"", service_name(0)));
 
     bar.phase(format!(
         "registering {} instances over {} services",
@@ -446,7 +449,14 @@ pub(crate) async fn discovery(
             plain_time.as_secs_f64() * 1000.0,
             "ms",
         );
-    if let (Some(r0), Some(r1), Some(r2)) = (rss_0, rss_1, rss_2) {
+    if !fresh {
+        notes.push(
+            "memory per instance: not measured in this run (the bench's instances were already \
+             there, from an earlier run); the first run measures it"
+                .into(),
+        );
+    }
+    if let (true, Some(r0), Some(r1), Some(r2)) = (fresh, rss_0, rss_1, rss_2) {
         let per_instance = r1.saturating_sub(r0) as f64 / options.instances as f64;
         let per_plain = r2.saturating_sub(r1) as f64 / options.instances as f64;
         memory = memory
