@@ -10,6 +10,7 @@
 //! `PROPTEST_CASES` for a longer run.
 #![allow(clippy::unwrap_used)]
 
+mod discovery;
 mod model;
 #[cfg(feature = "persist")]
 mod persist;
@@ -210,5 +211,17 @@ proptest! {
     #[test]
     fn a_restart_is_invisible(ops in prop::collection::vec(persist::op(), 1..40)) {
         persist::run(&ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn the_catalog_is_the_registers_under_svc(ops in prop::collection::vec(discovery::op(), 1..48)) {
+        discovery::run(&ops);
     }
 }
