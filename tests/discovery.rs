@@ -418,3 +418,117 @@ async fn consul_agent_reads_and_status() {
     );
     assert_eq!(get(addr, "/v1/catalog/services").await.json(), json("{}"));
 }
+
+#[tokio::test]
+async fn shutdown_answers_parked_discovery_queries_at_once() {
+    let registry = Registry::new();
+    let server = start(registry.clone()).await;
+    let addr = server.local_addr();
+    Discovery::new(&registry)
+        .register(&Instance::new("web", "w1"), None)
+        .unwrap();
+    let native = get(addr, "/v1/services/web").await.index();
+    let consul = get(addr, "/v1/health/service/web").await;
+    let consul = consul.header("x-consul-index").unwrap().to_owned();
+    let parked = [
+        format!("/v1/services/web?index={native}&wait=10m"),
+        format!("/v1/health/service/web?index={consul}&wait=10m"),
+        format!("/v1/catalog/services?index={consul}&wait=10m"),
+    ];
+    let polls: Vec<_> = parked
+        .iter()
+        .map(|path| {
+            let path = path.clone();
+            tokio::spawn(async move { get(addr, &path).await })
+        })
+        .collect();
+    common::until("the three are parked", || {
+        Discovery::new(&registry).parked() == 3
+    })
+    .await;
+    // Well inside the drain timeout (10 s): the shutdown answers them, not the drain.
+    let started = tokio::time::Instant::now();
+    server.shutdown();
+    for poll in polls {
+        assert_eq!(
+            within("answered at shutdown", poll).await.unwrap().status,
+            200
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_fresh_servers_first_consul_index_blocks_until_the_first_change() {
+    let server = start(Registry::new()).await;
+    let addr = server.local_addr();
+    let first = get(addr, "/v1/catalog/services").await;
+    assert_eq!(first.header("x-consul-index"), Some("1"), "never 0");
+    let waiter =
+        tokio::spawn(async move { get(addr, "/v1/catalog/services?index=1&wait=30s").await });
+    let body = r#"{"Name":"web","Check":{"TTL":"10s"}}"#;
+    assert_eq!(
+        put(addr, "/v1/agent/service/register", body).await.status,
+        200
+    );
+    let woke = within("the first change wakes it", waiter).await.unwrap();
+    assert_eq!(woke.header("x-consul-index"), Some("2"));
+    assert_eq!(woke.json(), json(r#"{"web":[]}"#));
+}
+
+#[tokio::test]
+async fn deregister_with_a_health_check_removes_at_once_on_one_thread() {
+    let registry = Registry::new();
+    let client = Client::embedded(registry.clone());
+    let instance = Instance::new("web", "w1");
+    let registration = client
+        .register(&instance, Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .health_check(Duration::from_millis(1), || async { Status::Passing });
+    tokio::task::yield_now().await;
+    registration.deregister().await;
+    assert!(
+        registry.get("svc/web/w1").is_none(),
+        "removed when deregister returns"
+    );
+    // The name is free again at once.
+    let again = client.register(&instance, None).await.unwrap();
+    drop(again);
+}
+
+mod cli_support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_view_is_fresh_again_with_the_first_answer_not_after_a_long_poll() {
+    let registry = Registry::new();
+    let server = start(registry.clone()).await;
+    Discovery::new(&registry)
+        .register(&Instance::new("web", "w1"), None)
+        .unwrap();
+    let proxy = cli_support::Proxy::start(server.local_addr());
+    // Polls wait a minute: a fresh flag that waited for one would time this test out.
+    let client = Client::builder()
+        .poll_wait(Duration::from_secs(60))
+        .backoff(Duration::from_millis(5), Duration::from_millis(20))
+        .remote(&proxy.url)
+        .unwrap();
+    let view = client.discover("web");
+    within("view", view.ready()).await;
+    let mut events = view.events();
+    assert!(matches!(
+        within("added", events.next()).await,
+        Some(ServiceEvent::Added(_))
+    ));
+    proxy.cut();
+    assert_eq!(
+        within("stale", events.next()).await,
+        Some(ServiceEvent::Stale(true))
+    );
+    proxy.resume();
+    assert_eq!(
+        within("fresh", events.next()).await,
+        Some(ServiceEvent::Stale(false))
+    );
+    assert_eq!(view.instances().len(), 1);
+}

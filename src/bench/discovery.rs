@@ -412,10 +412,22 @@ pub(crate) async fn discovery(
     let cached = fetch_instances(under, &service_name(0)).await?;
     let baseline_ns = time_picks(&cached, None);
     let default_ns = time_picks(&cached, Some(&Pick::default()));
-    let filtered_ns = time_picks(
-        &cached,
-        Some(&Pick::default().tag("t1").prefer_host("10.0.0.1")),
-    );
+    // A filter that matches: the tag and host of one of the service's own instances.
+    let sample = cached.get(1).or(cached.first());
+    let tag = sample
+        .and_then(|e| e.instance.tags.iter().find(|t| t.as_str() != "bench"))
+        .map_or("t0", String::as_str);
+    let host = sample.map_or("", |e| e.instance.host());
+    let filtered = Pick::default().tag(tag).prefer_host(host);
+    if Candidates::new(cached.clone())
+        .pick(&filtered, &AtomicUsize::new(0))
+        .is_none()
+    {
+        return Err(BenchError::Protocol(
+            "the filtered pick matched nothing".into(),
+        ));
+    }
+    let filtered_ns = time_picks(&cached, Some(&filtered));
 
     let ratio = |a: Option<Latency>, b: Option<Latency>, q: fn(&Latency) -> f64| match (a, b) {
         (Some(a), Some(b)) if q(&b) > 0.0 => Some(q(&a) / q(&b)),

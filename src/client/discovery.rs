@@ -183,7 +183,7 @@ pub struct Registration {
     /// Shared with the health check's task; taken by `deregister`.
     provider: Option<Arc<Provider>>,
     instance: Arc<Mutex<Instance>>,
-    health: Option<AbortHandle>,
+    health: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Client {
@@ -311,7 +311,7 @@ impl Registration {
                 tokio::time::sleep(interval).await;
             }
         });
-        self.health = Some(task.abort_handle());
+        self.health = Some(task);
         self
     }
 
@@ -320,6 +320,8 @@ impl Registration {
     pub async fn deregister(mut self) {
         if let Some(health) = self.health.take() {
             health.abort();
+            // Wait until the aborted task let go of its provider handle.
+            let _ = health.await;
         }
         let Some(provider) = self.provider.take() else {
             return;
@@ -538,6 +540,16 @@ impl ServiceEvents {
     }
 }
 
+/// The same instances at the same revisions.
+fn same_instances(a: &[Arc<InstanceEntry>], b: &[Arc<InstanceEntry>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.revision == y.revision
+                && x.instance.service == y.instance.service
+                && x.instance.id == y.instance.id
+        })
+}
+
 /// Where a view's task reads from.
 enum Source {
     Remote(WireClient),
@@ -578,12 +590,24 @@ async fn follow(
 ) {
     let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
     let mut index: Option<Revision> = None;
+    let mut failed = false;
     loop {
-        match source.poll(&service, index, options.poll_wait).await {
+        // After a failure, ask without waiting: the first answer clears the stale flag at once
+        // rather than after a long poll with no change.
+        let ask = if failed { None } else { index };
+        match source.poll(&service, ask, options.poll_wait).await {
             Ok(listed) => {
                 backoff.reset();
-                let fresh = tx.borrow().stale || index != Some(listed.index);
-                if fresh {
+                failed = false;
+                // Publish a new state only when it differs: the index of a service with no
+                // instances is the catalog's, which moves with every other service.
+                let changed = {
+                    let current = tx.borrow();
+                    current.stale
+                        || current.index.is_none()
+                        || !same_instances(current.candidates.all(), &listed.instances)
+                };
+                if changed {
                     tx.send_replace(Arc::new(ViewState {
                         candidates: Candidates::new(listed.instances),
                         index: Some(listed.index),
@@ -595,6 +619,7 @@ async fn follow(
             }
             Err(ClientError::Closed) => return,
             Err(error) => {
+                failed = true;
                 let message = error.to_string();
                 tx.send_modify(|state| {
                     let mut next = ViewState::clone(state);

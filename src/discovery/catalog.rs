@@ -10,8 +10,9 @@
 //!   its instances (create, change, delete, expire); the catalog's index is the last change to
 //!   any. Both only grow, so `index` blocking queries never miss a change.
 //! * **A change wakes only its service's waiters** (and the catalog-wide ones), once per
-//!   commit, from the sink's `committed` — a signal, no I/O, as sinks must. A waiter arms its
-//!   `Notify` before it re-checks the index, so no wake is lost.
+//!   commit, after the commit lock is released (the sink's `after_release`), as the store
+//!   wakes its own waiters. A waiter arms its `Notify` before it re-checks the index, so no
+//!   wake is lost.
 //! * An empty service is dropped from the map once no waiter holds its slot (waiters count
 //!   themselves in under the read lock; dropping needs the write lock).
 //! * Parsing an instance's value happens in the sink, under the commit lock: only writes to
@@ -438,13 +439,20 @@ impl Sink for CatalogSink {
         }
     }
 
-    fn committed(&mut self, _through: Revision) {
+    fn committed(&mut self, _through: Revision) {}
+
+    /// Wakes the changed services' waiters once the commit lock is released.
+    fn after_release(&mut self) -> Option<crate::store::commit::Deferred> {
         if self.touched.is_empty() {
-            return;
+            return None;
         }
-        for notify in self.touched.drain(..) {
-            notify.notify_waiters();
-        }
-        self.catalog.any.notify_waiters();
+        let touched = std::mem::take(&mut self.touched);
+        let catalog = Arc::clone(&self.catalog);
+        Some(Box::new(move || {
+            for notify in touched {
+                notify.notify_waiters();
+            }
+            catalog.any.notify_waiters();
+        }))
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::json::Json;
 
@@ -324,7 +324,7 @@ fn apply(
             if text != service {
                 return Err(InvalidInstance::field(
                     key,
-                    format!("is {text:?} but the name says {service:?}"),
+                    format!("is {} but the name says {service:?}", clip(&text)),
                 ));
             }
         }
@@ -333,7 +333,7 @@ fn apply(
             if text != id {
                 return Err(InvalidInstance::field(
                     key,
-                    format!("is {text:?} but the name says {id:?}"),
+                    format!("is {} but the name says {id:?}", clip(&text)),
                 ));
             }
         }
@@ -345,7 +345,13 @@ fn apply(
                 .as_u64()
                 .and_then(|port| u16::try_from(port).ok())
                 .ok_or_else(|| {
-                    InvalidInstance::field(key, format!("must be an integer 0–65535, not {field}"))
+                    InvalidInstance::field(
+                        key,
+                        format!(
+                            "must be an integer 0–65535, not {}",
+                            clip(&field.to_string())
+                        ),
+                    )
                 })?;
         }
         "tags" => {
@@ -373,7 +379,7 @@ fn apply(
             instance.status = Status::parse(&text).ok_or_else(|| {
                 InvalidInstance::field(
                     key,
-                    format!("must be passing, warning or critical, not {text:?}"),
+                    format!("must be passing, warning or critical, not {}", clip(&text)),
                 )
             })?;
         }
@@ -418,6 +424,15 @@ fn string_map(key: &str, field: Value) -> Result<BTreeMap<String, String>, Inval
         .collect()
 }
 
+/// Client input in an error message: quoted, escaped, at most 64 characters.
+fn clip(text: &str) -> String {
+    let mut out: String = format!("{:?}", text.chars().take(64).collect::<String>());
+    if text.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -427,17 +442,6 @@ fn kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// An object's field looked up the way Go's `encoding/json` matches them — exact first, then
-/// ignoring ASCII case — which is how Consul reads `"name"` as `Name`.
-pub(crate) fn field_ci<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    object.get(name).or_else(|| {
-        object
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
-    })
 }
 
 #[cfg(test)]

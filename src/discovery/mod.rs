@@ -46,7 +46,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use catalog::{InstanceEntry, ServiceInstances, ServiceSummary, Services};
-pub(crate) use instance::field_ci;
 pub use instance::{
     is_reserved, parse, register_name, split_name, Instance, InvalidInstance, Status, MAX_PART_LEN,
     PREFIX,
@@ -150,14 +149,22 @@ impl Discovery {
     }
 
     /// Resolves once `service` changed after index `after` (at once if it already has): an
-    /// instance added, changed or removed. Cancel safe; bound it with a timeout.
+    /// instance added, changed or removed — or the registry shut down. Cancel safe; bound it
+    /// with a timeout.
     pub async fn wait(&self, service: &str, after: Revision) {
-        self.catalog.wait_service(service, after).await;
+        tokio::select! {
+            () = self.catalog.wait_service(service, after) => {}
+            _ = self.registry.closed() => {}
+        }
     }
 
-    /// Resolves once any instance changed after catalog index `after`. Cancel safe.
+    /// Resolves once any instance changed after catalog index `after`, or the registry shut
+    /// down. Cancel safe.
     pub async fn wait_any(&self, after: Revision) {
-        self.catalog.wait_any(after).await;
+        tokio::select! {
+            () = self.catalog.wait_any(after) => {}
+            _ = self.registry.closed() => {}
+        }
     }
 }
 

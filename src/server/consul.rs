@@ -32,9 +32,9 @@ use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::discovery::{field_ci, Discovery, Filter, Instance, InstanceEntry, Status};
+use crate::discovery::{Discovery, Filter, Instance, InstanceEntry, Status};
 use crate::parse_go_duration;
-use crate::server::error::ServerError;
+use crate::server::error::{Quoted, ServerError};
 use crate::server::query::{decode_segment, flag, pairs, parse_index};
 use crate::server::routes::{self, ResBody};
 use crate::server::Shared;
@@ -123,13 +123,15 @@ pub(crate) async fn handle(
                 .collect();
             Ok(ok_json(&Value::Object(services), None))
         }
-        (&Method::GET, ["agent", "service", id]) => match discovery.by_id(id).first() {
-            Some(entry) => Ok(ok_json(
-                &agent_service(&entry.instance),
-                Some(entry.revision),
-            )),
-            None => Err(not_found(format!("unknown service ID {id:?}"))),
-        },
+        (&Method::GET, ["agent", "service", id]) if *id != "register" => {
+            match discovery.by_id(id).first() {
+                Some(entry) => Ok(ok_json(
+                    &agent_service(&entry.instance),
+                    Some(entry.revision),
+                )),
+                None => Err(not_found(format!("unknown service ID {}", Quoted(id)))),
+            }
+        }
         (&Method::GET, ["agent", "checks"]) => {
             let checks: Map<String, Value> = discovery
                 .all()
@@ -216,12 +218,14 @@ fn check_params(params: &[(String, String)]) -> Result<(), ServerError> {
         match key.as_str() {
             "dc" if !value.is_empty() && value != DATACENTER => {
                 return Err(ServerError::InvalidQuery(format!(
-                    "no path to datacenter {value:?}: reg serves one datacenter, {DATACENTER:?}"
+                    "no path to datacenter {}: reg serves one datacenter, {DATACENTER:?}",
+                    Quoted(value)
                 )))
             }
             "ns" | "partition" if !value.is_empty() && value != "default" => {
                 return Err(ServerError::InvalidQuery(format!(
-                    "{key} {value:?} is not supported: reg has only the default {key}"
+                    "{key} {} is not supported: reg has only the default {key}",
+                    Quoted(value)
                 )))
             }
             "filter" | "node-meta" | "peer" | "sameness-group" | "merge-central-config" => {
@@ -257,16 +261,17 @@ fn blocking(
     let Some(index) = index.filter(|&i| i > 0) else {
         return Ok(None);
     };
+    let after = revision_of(index);
     // An index from the future comes from a server that restarted (revisions start over
     // without a data dir): answer at once, and the client sees the index go back and resets.
-    if index > current.max(shared.registry.revision()) {
+    if after > current.max(shared.registry.revision()) {
         return Ok(None);
     }
     let wait = wait
         .filter(|w| !w.is_zero())
         .unwrap_or(DEFAULT_WAIT)
         .min(shared.config.max_wait);
-    Ok(Some((index, wait)))
+    Ok(Some((after, wait)))
 }
 
 /// A service's instances for `catalog/service`, `health/service` and `health/checks`, after
@@ -296,14 +301,24 @@ async fn service_query(
     Ok((listed.index, listed.instances))
 }
 
-/// A JSON 200 with Consul's headers; `X-Consul-Index` when the answer has an index (never 0:
-/// Consul's clients treat 0 as "no blocking").
+/// A revision as a Consul index: one more, so that it is never 0 (Consul's clients take 0 for
+/// "do not block") and a fresh registry's revision 0 and its first change stay apart.
+fn consul_index(revision: Revision) -> u64 {
+    revision.saturating_add(1)
+}
+
+/// The revision a Consul index stands for (the inverse of [`consul_index`]; `index` > 0).
+fn revision_of(index: u64) -> Revision {
+    index.saturating_sub(1)
+}
+
+/// A JSON 200 with Consul's headers; `X-Consul-Index` when the answer has an index.
 fn ok_json(value: &Value, index: Option<Revision>) -> Response<ResBody> {
     let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
     let mut response = routes::json(StatusCode::OK, body);
     let headers = response.headers_mut();
     if let Some(index) = index {
-        headers.insert("x-consul-index", HeaderValue::from(index.max(1)));
+        headers.insert("x-consul-index", HeaderValue::from(consul_index(index)));
     }
     headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
     headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
@@ -414,8 +429,8 @@ fn node_json(instance: &Instance, entry: &InstanceEntry) -> Value {
         "Datacenter": DATACENTER,
         "TaggedAddresses": { "lan": address, "wan": address },
         "Meta": {},
-        "CreateIndex": entry.created,
-        "ModifyIndex": entry.revision,
+        "CreateIndex": consul_index(entry.created),
+        "ModifyIndex": consul_index(entry.revision),
     })
 }
 
@@ -440,8 +455,8 @@ fn catalog_entry(entry: &InstanceEntry) -> Value {
         "ServiceEnableTagOverride": false,
         "ServiceProxy": {},
         "ServiceConnect": {},
-        "CreateIndex": entry.created,
-        "ModifyIndex": entry.revision,
+        "CreateIndex": consul_index(entry.created),
+        "ModifyIndex": consul_index(entry.revision),
     })
 }
 
@@ -464,8 +479,8 @@ fn check_json(entry: &InstanceEntry) -> Value {
         "ServiceTags": instance.tags,
         "Type": "ttl",
         "Definition": {},
-        "CreateIndex": entry.created,
-        "ModifyIndex": entry.revision,
+        "CreateIndex": consul_index(entry.created),
+        "ModifyIndex": consul_index(entry.revision),
     })
 }
 
@@ -485,8 +500,8 @@ fn health_entry(entry: &InstanceEntry) -> Value {
             "EnableTagOverride": false,
             "Proxy": {},
             "Connect": {},
-            "CreateIndex": entry.created,
-            "ModifyIndex": entry.revision,
+            "CreateIndex": consul_index(entry.created),
+            "ModifyIndex": consul_index(entry.revision),
         },
         "Checks": [check_json(entry)],
     })
@@ -528,7 +543,12 @@ async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody
             instance.port = port
                 .as_u64()
                 .and_then(|p| u16::try_from(p).ok())
-                .ok_or_else(|| bad(format!("Port must be an integer 0–65535, not {port}")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "Port must be an integer 0–65535, not {}",
+                        Quoted(&port.to_string())
+                    ))
+                })?;
         }
     }
     match field_ci(&definition, "Tags") {
@@ -547,7 +567,7 @@ async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody
             for (key, value) in meta {
                 let value = value
                     .as_str()
-                    .ok_or_else(|| bad(format!("Meta.{key} must be a string")))?;
+                    .ok_or_else(|| bad(format!("Meta.{} must be a string", Quoted(key))))?;
                 instance.meta.insert(key.clone(), value.to_owned());
             }
         }
@@ -555,7 +575,8 @@ async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody
     }
     if let Some(kind) = text_field(&definition, "Kind")?.filter(|k| !k.is_empty()) {
         return Err(bad(format!(
-            "Kind {kind:?} is not supported: reg registers plain services only"
+            "Kind {} is not supported: reg registers plain services only",
+            Quoted(&kind)
         )));
     }
     let mut checks: Vec<&Map<String, Value>> = Vec::new();
@@ -639,19 +660,26 @@ fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status),
         .and_then(|n| u64::try_from(n).ok())
         .filter(|&n| n > 0)
         .map(Duration::from_nanos)
-        .ok_or_else(|| bad(format!("Check.TTL {ttl:?} is not a positive duration")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "Check.TTL {} is not a positive duration",
+                Quoted(&ttl)
+            ))
+        })?;
     if let Some(after) = text_field(check, "DeregisterCriticalServiceAfter")? {
         parse_go_duration(&after).map_err(|_| {
             bad(format!(
-                "Check.DeregisterCriticalServiceAfter {after:?} is not a duration"
+                "Check.DeregisterCriticalServiceAfter {} is not a duration",
+                Quoted(&after)
             ))
         })?;
     }
     if let Some(check_id) = text_field(check, "CheckID")?.filter(|c| !c.is_empty()) {
         if check_id != format!("service:{id}") {
             return Err(bad(format!(
-                "Check.CheckID {check_id:?} is not supported: a service's check is \
-                 \"service:{id}\""
+                "Check.CheckID {} is not supported: a service's check is \
+                 service:<its ID>",
+                Quoted(&check_id)
             )));
         }
     }
@@ -659,7 +687,8 @@ fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status),
         None => Status::Critical,
         Some(text) => Status::parse(&text).ok_or_else(|| {
             bad(format!(
-                "Check.Status {text:?} is not passing, warning or critical"
+                "Check.Status {} is not passing, warning or critical",
+                Quoted(&text)
             ))
         })?,
     };
@@ -669,7 +698,7 @@ fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status),
 fn deregister(discovery: &Discovery, id: &str) -> Result<Response<ResBody>, ServerError> {
     let found = discovery.by_id(id);
     if found.is_empty() {
-        return Err(not_found(format!("unknown service ID {id:?}")));
+        return Err(not_found(format!("unknown service ID {}", Quoted(id))));
     }
     for entry in found {
         discovery.deregister(&entry.instance.service, id)?;
@@ -687,7 +716,8 @@ fn update_status(body: &[u8]) -> Result<Status, ServerError> {
     let text = text_field(object, "Status")?.ok_or_else(|| bad("Status is required"))?;
     Status::parse(&text).ok_or_else(|| {
         bad(format!(
-            "Status {text:?} is not passing, warning or critical"
+            "Status {} is not passing, warning or critical",
+            Quoted(&text)
         ))
     })
 }
@@ -701,25 +731,61 @@ fn set_check(
 ) -> Result<Response<ResBody>, ServerError> {
     let id = check.strip_prefix("service:").ok_or_else(|| {
         not_found(format!(
-            "unknown check ID {check:?} (a service's check is \"service:<id>\")"
+            "unknown check ID {} (a service's check is \"service:<id>\")",
+            Quoted(check)
         ))
     })?;
     let found = discovery.by_id(id);
     if found.is_empty() {
-        return Err(not_found(format!("unknown check ID {check:?}")));
+        return Err(not_found(format!("unknown check ID {}", Quoted(check))));
     }
     for entry in found {
-        let instance = entry.instance.clone().status(status);
-        let ttl = discovery
-            .registry()
-            .ttl(&instance.register_name())
-            .unwrap_or(NO_CHECK_TTL);
+        heartbeat(discovery, &entry, status, check)?;
+    }
+    Ok(ok_empty())
+}
+
+/// Sets one instance's status and restarts its TTL. The instance is read, changed and written
+/// back; if it changed in between (a concurrent register), it is read again, so a heartbeat
+/// does not put back an older address or tags. An instance that expired in between is not
+/// brought back.
+fn heartbeat(
+    discovery: &Discovery,
+    entry: &InstanceEntry,
+    status: Status,
+    check: &str,
+) -> Result<(), ServerError> {
+    let registry = discovery.registry();
+    let (service, id) = (&entry.instance.service, &entry.instance.id);
+    let name = entry.instance.register_name();
+    let gone = || not_found(format!("unknown check ID {}", Quoted(check)));
+    for _ in 0..8 {
+        let current = discovery.instance(service, id).ok_or_else(gone)?;
+        let ttl = registry.ttl(&name).ok_or_else(gone)?;
+        if registry.get(&name).map(|r| r.revision()) != Some(current.revision) {
+            continue;
+        }
+        let instance = current.instance.clone().status(status);
         discovery
             .register(&instance, Some(ttl))
             .map_err(|e| match e {
                 crate::discovery::DiscoveryError::Store(store) => ServerError::Store(store),
                 other => bad(other.to_string()),
             })?;
+        return Ok(());
     }
-    Ok(ok_empty())
+    Err(ServerError::Store(crate::store::StoreError::Unavailable {
+        reason: "the instance kept changing during the heartbeat; retry".into(),
+    }))
+}
+
+/// An object's field looked up the way Go's `encoding/json` matches them — exact first, then
+/// ignoring ASCII case — which is how Consul reads `"name"` as `Name`.
+fn field_ci<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    object.get(name).or_else(|| {
+        object
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    })
 }

@@ -72,6 +72,29 @@ pub(crate) trait Sink: Send + fmt::Debug + 'static {
     /// The commit that recorded changes up to `through` is about to publish it: the moment to
     /// hand the buffer on (signal a writer thread). Still under the lock.
     fn committed(&mut self, through: Revision);
+
+    /// What to run once the commit lock is released, if anything: waking waiters of a view
+    /// (see `views.rs`), which must not happen under the lock. Called right after
+    /// [`committed`](Self::committed).
+    fn after_release(&mut self) -> Option<Deferred> {
+        None
+    }
+}
+
+/// Work a sink hands back to run after the commit lock is released.
+pub(crate) type Deferred = Box<dyn FnOnce() + Send>;
+
+/// Runs the deferred work when dropped: declared after the guard in [`Commit`], so it drops
+/// (and runs) after the lock is released.
+#[derive(Default)]
+struct AfterRelease(Vec<Deferred>);
+
+impl Drop for AfterRelease {
+    fn drop(&mut self) {
+        for work in self.0.drain(..) {
+            work();
+        }
+    }
 }
 
 /// What makes committed changes durable (the log, see `persist/`), as the store sees it.
@@ -106,6 +129,9 @@ pub(crate) struct Commit<'a> {
     changed: bool,
     /// Read once, on the first change, and only when there are sinks to tell.
     now: Option<Now>,
+    /// Sinks' work for after the lock. Must stay declared after `state`: fields drop in
+    /// declaration order, so this runs once the guard has released the lock.
+    after: AfterRelease,
 }
 
 impl fmt::Debug for Commit<'_> {
@@ -129,6 +155,7 @@ impl Shared {
             last,
             changed: false,
             now: None,
+            after: AfterRelease::default(),
         }
     }
 
@@ -287,6 +314,9 @@ impl Drop for Commit<'_> {
         }
         for sink in &mut self.state.sinks {
             sink.committed(self.last);
+            if let Some(work) = sink.after_release() {
+                self.after.0.push(work);
+            }
         }
         // Ordering: Release pairs with the Acquire load in `Shared::current_revision`: every
         // change up to `last` is visible to a reader that loads it. The guard is released

@@ -119,7 +119,6 @@ impl Entry {
     }
 
     /// The TTL of the latest write, in milliseconds.
-    #[cfg(feature = "persist")]
     pub(crate) fn ttl_ms(&self) -> u64 {
         // Ordering: Relaxed: a figure for snapshots; it guards no other memory.
         self.ttl_ms.load(Ordering::Relaxed)
