@@ -532,3 +532,57 @@ async fn a_stale_view_is_fresh_again_with_the_first_answer_not_after_a_long_poll
     );
     assert_eq!(view.instances().len(), 1);
 }
+
+#[cfg(feature = "persist")]
+#[test]
+fn instances_survive_a_restart_with_their_revisions_and_the_catalog_is_rebuilt() {
+    use reg::persist::SyncPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Registry::builder()
+            .persist(dir.path(), SyncPolicy::Always)
+            .unwrap()
+    };
+    let (kept, index) = {
+        let registry = open();
+        let discovery = Discovery::new(&registry);
+        let web1 = Instance::new("web", "w1").port(80).status(Status::Warning);
+        discovery
+            .register(&web1, Some(Duration::from_secs(600)))
+            .unwrap();
+        discovery
+            .register(&Instance::new("web", "w2"), Some(Duration::from_secs(600)))
+            .unwrap();
+        discovery.deregister("web", "w2").unwrap();
+        let listed = discovery.instances("web", &Filter::new());
+        (listed.instances, listed.index)
+    };
+    let registry = open();
+    let discovery = Discovery::new(&registry);
+    let listed = discovery.instances("web", &Filter::new());
+    assert_eq!(listed.instances, kept, "same instances, same revisions");
+    assert_eq!(listed.instances[0].instance.status, Status::Warning);
+    // The index after the restart is the last change's, not 0: old blocking queries stay exact.
+    assert!(listed.index >= kept[0].revision);
+    assert!(index >= listed.instances[0].revision);
+}
+
+#[tokio::test]
+async fn endpoints_come_back_exactly_as_written() {
+    let server = start(Registry::new()).await;
+    let addr = server.local_addr();
+    // Canonical (keys sorted, as every stored value is), numbers exactly as written.
+    let endpoints =
+        r#"[{"big":12345678901234567890123,"f":8.888888888888891e+58,"name":"Get","weight":1.0}]"#;
+    let body = format!(
+        r#"{{"registers":{{"svc/web/w1":{{"value":{{"port":80,"endpoints":{endpoints}}}}}}}}}"#
+    );
+    assert_eq!(put(addr, "/provider", &body).await.status, 204);
+    let listed = get(addr, "/v1/services/web").await;
+    assert!(listed.text().contains(endpoints), "{}", listed.text());
+    let client = Client::remote(&format!("http://{addr}")).unwrap();
+    let view = client.discover("web");
+    within("view", view.ready()).await;
+    let seen = view.instances()[0].instance.endpoints.clone().unwrap();
+    assert_eq!(seen.as_str(), endpoints);
+}

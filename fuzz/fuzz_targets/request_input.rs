@@ -1,4 +1,5 @@
-//! Everything the server parses from a request — query strings, durations, bodies — never
+//! Everything the server parses from a request — query strings, durations, bodies, service
+//! instances under `svc/` — never
 //! panics, and whatever is accepted round-trips: written back out in the wire format and
 //! parsed again, it gives the same result.
 #![no_main]
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use reg::server::fuzzing::{parse_body, parse_query};
-use reg::{format_go_duration, parse_go_duration};
+use reg::discovery;
+use reg::{format_go_duration, parse_go_duration, Json};
 
 /// Percent-encodes everything but unreserved characters.
 fn encode(text: &str) -> String {
@@ -31,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, rest)) = data.split_first() else {
         return;
     };
-    match kind % 3 {
+    match kind % 4 {
         0 => {
             let Ok(text) = std::str::from_utf8(rest) else {
                 return;
@@ -74,6 +76,21 @@ fuzz_target!(|data: &[u8]| {
                 body.push_str("}}");
                 let reparsed = parse_body(body.as_bytes()).expect("a written-back body parses");
                 assert_eq!(reparsed, entries, "body round trip: {body}");
+            }
+        }
+        3 => {
+            // A service instance: the register name, a NUL, the value.
+            let Some(split) = rest.iter().position(|&b| b == 0) else {
+                return;
+            };
+            let (Ok(name), Ok(value)) = (std::str::from_utf8(&rest[..split]), Json::parse(&rest[split + 1..])) else {
+                return;
+            };
+            if let Ok(instance) = discovery::parse(name, &value) {
+                instance.validate().expect("a parsed instance is valid");
+                assert_eq!(instance.register_name(), name, "the name round trip");
+                let again = discovery::parse(name, &instance.to_json()).expect("its own value parses");
+                assert_eq!(again, instance, "instance round trip");
             }
         }
         _ => {

@@ -310,11 +310,7 @@ async fn fetch_instances(
             let instance: Instance = serde_json::from_value(item.clone())
                 .map_err(|e| BenchError::Protocol(format!("an instance: {e}")))?;
             let revision = item["revision"].as_u64().unwrap_or(0);
-            Ok(Arc::new(InstanceEntry {
-                instance,
-                revision,
-                created: revision,
-            }))
+            Ok(Arc::new(InstanceEntry::new(instance, revision, revision)))
         })
         .collect()
 }

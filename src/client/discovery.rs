@@ -39,6 +39,7 @@ use crate::discovery::{
     Services, Status,
 };
 use crate::duration::format_go_duration;
+use crate::json::{parse_tree, Node};
 use crate::store::Revision;
 
 impl WireClient {
@@ -145,33 +146,34 @@ impl WireClient {
     }
 }
 
-/// Parses `{"index": …, "instances": [ … ]}`.
+/// Parses `{"index": …, "instances": [ … ]}`, instances exactly as the server wrote them.
 fn parse_instances(body: &[u8]) -> Result<ServiceInstances, ClientError> {
-    let invalid = |what: String| ClientError::InvalidResponse(format!("service instances: {what}"));
-    let value: Value = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
-    let index = value
-        .get("index")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| invalid("no index".into()))?;
-    let list = value
-        .get("instances")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("no instances array".into()))?;
-    let mut instances = Vec::with_capacity(list.len());
-    for item in list {
-        let revision = item.get("revision").and_then(Value::as_u64).unwrap_or(0);
-        let created = item
-            .get("created")
-            .and_then(Value::as_u64)
-            .unwrap_or(revision);
-        let instance: Instance =
-            serde_json::from_value(item.clone()).map_err(|e| invalid(e.to_string()))?;
-        instances.push(Arc::new(InstanceEntry {
-            instance,
-            revision,
-            created,
-        }));
-    }
+    let invalid = |what: &str| ClientError::InvalidResponse(format!("service instances: {what}"));
+    let tree = parse_tree(body).map_err(|e| invalid(&e.to_string()))?;
+    let Node::Object(members) = &tree else {
+        return Err(invalid("not an object"));
+    };
+    let member = |key: &str| {
+        members
+            .iter()
+            .find(|(k, _)| k.decoded() == key)
+            .map(|(_, v)| v)
+    };
+    let index = match member("index") {
+        Some(Node::Number(n)) => n.parse::<u64>().map_err(|_| invalid("a bad index"))?,
+        _ => return Err(invalid("no index")),
+    };
+    let Some(Node::Array(list)) = member("instances") else {
+        return Err(invalid("no instances array"));
+    };
+    let instances = list
+        .iter()
+        .map(|item| {
+            crate::discovery::parse_listed(item)
+                .map(Arc::new)
+                .ok_or_else(|| invalid("an entry that is not an instance"))
+        })
+        .collect::<Result<_, _>>()?;
     Ok(ServiceInstances { index, instances })
 }
 

@@ -20,19 +20,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
 use crate::discovery::instance::{self, Instance, Status, PREFIX};
 use crate::discovery::select::Filter;
+use crate::json::Json;
 use crate::store::commit::{Committed, Now, Sink};
 use crate::store::views::Start;
 use crate::store::{Registry, Revision};
 
 /// One instance as the catalog holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct InstanceEntry {
     /// The instance.
     pub instance: Instance,
@@ -40,7 +41,37 @@ pub struct InstanceEntry {
     pub revision: Revision,
     /// The revision it was created at.
     pub created: Revision,
+    /// Its canonical JSON, made on first use and kept: every answer listing the instance
+    /// writes these bytes.
+    value: OnceLock<Json>,
 }
+
+impl InstanceEntry {
+    /// An entry for `instance` at `revision`, created at `created`.
+    pub fn new(instance: Instance, revision: Revision, created: Revision) -> Self {
+        InstanceEntry {
+            instance,
+            revision,
+            created,
+            value: OnceLock::new(),
+        }
+    }
+
+    /// The instance as canonical JSON ([`Instance::to_json`]), computed once.
+    pub fn value(&self) -> &Json {
+        self.value.get_or_init(|| self.instance.to_json())
+    }
+}
+
+impl PartialEq for InstanceEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.instance == other.instance
+            && self.revision == other.revision
+            && self.created == other.created
+    }
+}
+
+impl Eq for InstanceEntry {}
 
 /// One service in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,11 +167,7 @@ impl Catalog {
                 for register in &start.registers {
                     if let Ok(instance) = instance::parse(register.name(), register.value()) {
                         state.upsert(
-                            InstanceEntry {
-                                instance,
-                                revision: register.revision(),
-                                created: register.created(),
-                            },
+                            InstanceEntry::new(instance, register.revision(), register.created()),
                             None,
                         );
                     }
@@ -412,11 +439,7 @@ impl Sink for CatalogSink {
                 let mut state = self.catalog.state.write();
                 let notify = match instance::parse(register.name(), register.value()) {
                     Ok(instance) => Some(state.upsert(
-                        InstanceEntry {
-                            instance,
-                            revision: register.revision(),
-                            created: register.created(),
-                        },
+                        InstanceEntry::new(instance, register.revision(), register.created()),
                         None,
                     )),
                     // Written past the server's check (an embedded `Registry::set`): not an

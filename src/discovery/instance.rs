@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::json::Json;
+use crate::json::{Json, Node};
 
 /// The reserved prefix of instance registers: an instance of service `web` with id `web-1`
 /// is the register `svc/web/web-1`.
@@ -92,10 +92,10 @@ pub struct Instance {
     /// Metadata: string keys to string values (Consul's `Meta`, go-micro's `Metadata`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
-    /// Endpoints it serves: opaque JSON that reg stores and returns as given (go-micro's
-    /// `Endpoints`).
+    /// Endpoints it serves: opaque JSON that reg stores and returns exactly as given
+    /// (go-micro's `Endpoints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoints: Option<Value>,
+    pub endpoints: Option<Json>,
     /// Its health.
     #[serde(default)]
     pub status: Status,
@@ -168,7 +168,7 @@ impl Instance {
     }
 
     /// Sets the endpoints (opaque JSON).
-    pub fn endpoints(mut self, endpoints: Value) -> Self {
+    pub fn endpoints(mut self, endpoints: Json) -> Self {
         self.endpoints = Some(endpoints);
         self
     }
@@ -178,11 +178,22 @@ impl Instance {
         register_name(&self.service, &self.id)
     }
 
-    /// The register value: this instance as JSON.
+    /// The register value: this instance as canonical JSON, `endpoints` exactly as given
+    /// (serde's path would round their numbers through `f64`).
     pub fn to_json(&self) -> Json {
-        serde_json::to_value(self)
-            .map(|value| Json::from_value(&value))
-            .unwrap_or_else(|_| Json::from_value(&Value::Null))
+        let Ok(Value::Object(mut fields)) = serde_json::to_value(self) else {
+            return Json::null();
+        };
+        fields.remove("endpoints");
+        let mut text = Value::Object(fields).to_string();
+        if let Some(endpoints) = &self.endpoints {
+            // `service`, `id` and `status` are always there: the object is never empty.
+            text.pop();
+            text.push_str(",\"endpoints\":");
+            text.push_str(endpoints.as_str());
+            text.push('}');
+        }
+        Json::parse(text.as_bytes()).unwrap_or_else(|_| Json::null())
     }
 
     /// Checks the service name and id (the value's fields are checked by [`parse`]).
@@ -308,7 +319,72 @@ pub fn parse(name: &str, value: &Json) -> Result<Instance, InvalidInstance> {
     for (key, field) in fields {
         apply(&mut instance, &key, field, service, id)?;
     }
+    if instance.endpoints.is_some() {
+        // Exactly as written, not as serde_json's `f64`s would give it back.
+        instance.endpoints = member(value, "endpoints");
+    }
     Ok(instance)
+}
+
+/// The exact canonical text of one member of an object value.
+fn member(value: &Json, key: &str) -> Option<Json> {
+    match crate::json::parse_tree(value.as_bytes()).ok()? {
+        Node::Object(members) => members
+            .iter()
+            .find(|(k, _)| k.decoded() == key)
+            .map(|(_, v)| v.to_json()),
+        _ => None,
+    }
+}
+
+/// The fields of an instance's value, as [`parse`] takes them.
+pub(crate) const FIELDS: [&str; 10] = [
+    "service",
+    "id",
+    "version",
+    "address",
+    "port",
+    "tags",
+    "meta",
+    "endpoints",
+    "status",
+    "node",
+];
+
+/// An instance as a listing gives it (`GET /v1/services/<name>`): its fields, which are
+/// parsed as [`parse`] does, beside `revision` and `created`; anything else is left out, so
+/// a newer server's extra fields do not break an older client. `None` if it is not one.
+pub fn parse_listed(node: &Node<'_>) -> Option<crate::discovery::InstanceEntry> {
+    let Node::Object(members) = node else {
+        return None;
+    };
+    let text = |key: &str| {
+        members
+            .iter()
+            .find(|(k, _)| k.decoded() == key)
+            .map(|(_, v)| v)
+    };
+    let number = |key: &str| match text(key) {
+        Some(Node::Number(n)) => n.parse::<u64>().ok(),
+        _ => None,
+    };
+    let string = |key: &str| match text(key) {
+        Some(Node::String(s)) => Some(s.decoded().into_owned()),
+        _ => None,
+    };
+    let (service, id) = (string("service")?, string("id")?);
+    let kept: Vec<_> = members
+        .iter()
+        .filter(|(k, _)| FIELDS.contains(&&*k.decoded()))
+        .cloned()
+        .collect();
+    let instance = parse(&register_name(&service, &id), &Node::Object(kept).to_json()).ok()?;
+    let revision = number("revision").unwrap_or(0);
+    Some(crate::discovery::InstanceEntry::new(
+        instance,
+        revision,
+        number("created").unwrap_or(revision),
+    ))
 }
 
 fn apply(
@@ -373,7 +449,8 @@ fn apply(
                 .collect::<Result<_, _>>()?;
         }
         "meta" => instance.meta = string_map(key, field)?,
-        "endpoints" => instance.endpoints = (!field.is_null()).then_some(field),
+        // A placeholder: `parse` puts in the exact text.
+        "endpoints" => instance.endpoints = (!field.is_null()).then(Json::null),
         "status" => {
             let text = string(key, field)?;
             instance.status = Status::parse(&text).ok_or_else(|| {

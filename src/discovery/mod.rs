@@ -47,8 +47,8 @@ use std::time::Duration;
 
 pub use catalog::{InstanceEntry, ServiceInstances, ServiceSummary, Services};
 pub use instance::{
-    is_reserved, parse, register_name, split_name, Instance, InvalidInstance, Status, MAX_PART_LEN,
-    PREFIX,
+    is_reserved, parse, parse_listed, register_name, split_name, Instance, InvalidInstance, Status,
+    MAX_PART_LEN, PREFIX,
 };
 pub use select::{Candidates, Filter, Pick, Predicate};
 

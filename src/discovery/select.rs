@@ -321,11 +321,11 @@ mod tests {
         list.iter()
             .enumerate()
             .map(|(i, instance)| {
-                Arc::new(InstanceEntry {
-                    instance: instance.clone(),
-                    revision: i as u64 + 1,
-                    created: i as u64 + 1,
-                })
+                Arc::new(InstanceEntry::new(
+                    instance.clone(),
+                    i as u64 + 1,
+                    i as u64 + 1,
+                ))
             })
             .collect()
     }

@@ -211,17 +211,12 @@ async fn instances(
     ))
 }
 
-/// Appends an instance as the reg-native routes give it: its fields plus `revision`,
-/// `created` and `expires_in` (the same object as [`entry_json`]).
+/// Appends an instance as the reg-native routes give it: its fields (its canonical JSON,
+/// kept by the catalog) plus `revision`, `created` and `expires_in`.
 fn write_entry(out: &mut Vec<u8>, discovery: &Discovery, entry: &InstanceEntry) {
-    let start = out.len();
-    if serde_json::to_writer(&mut *out, &entry.instance).is_err() || out.last() != Some(&b'}') {
-        out.truncate(start);
-        out.extend_from_slice(b"null");
-        return;
-    }
-    // `Instance` always writes `service`, `id` and `status`, so the object is never empty.
-    out.pop();
+    let value = entry.value().as_bytes();
+    // An instance's JSON always holds `service`, `id` and `status`: never `{}`.
+    out.extend_from_slice(value.strip_suffix(b"}").unwrap_or(value));
     out.extend_from_slice(b",\"revision\":");
     response::push_u64(out, entry.revision);
     out.extend_from_slice(b",\"created\":");
@@ -232,21 +227,6 @@ fn write_entry(out: &mut Vec<u8>, discovery: &Discovery, entry: &InstanceEntry) 
         .unwrap_or_default();
     response::write_str(out, &format_go_duration(left));
     out.push(b'}');
-}
-
-/// An instance as the reg-native routes give it: its fields plus `revision`, `created` and
-/// `expires_in`.
-pub(crate) fn entry_json(discovery: &Discovery, entry: &InstanceEntry) -> Value {
-    let mut value = serde_json::to_value(&entry.instance).unwrap_or(Value::Null);
-    if let Value::Object(fields) = &mut value {
-        fields.insert("revision".into(), entry.revision.into());
-        fields.insert("created".into(), entry.created.into());
-        let left = discovery
-            .expires_in(&entry.instance.service, &entry.instance.id)
-            .unwrap_or_default();
-        fields.insert("expires_in".into(), format_go_duration(left).into());
-    }
-    value
 }
 
 fn to_bytes(value: &Value) -> Bytes {
@@ -293,18 +273,15 @@ fn watch(
                     Some(_) => None,
                 };
                 if let Some(kind) = kind {
-                    push_event(
-                        &mut chunk,
-                        kind,
-                        listed.index,
-                        &entry_json(&discovery, entry),
-                    );
+                    let mut data = Vec::new();
+                    write_entry(&mut data, &discovery, entry);
+                    push_event(&mut chunk, kind, listed.index, &data);
                 }
                 now.insert(id, entry.revision);
             }
             for id in sent.keys().filter(|id| !now.contains_key(*id)) {
                 let data = json!({ "service": service, "id": id });
-                push_event(&mut chunk, "removed", listed.index, &data);
+                push_event(&mut chunk, "removed", listed.index, &to_bytes(&data));
             }
             sent = now;
             if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
@@ -336,12 +313,12 @@ fn watch(
     Ok(response)
 }
 
-fn push_event(out: &mut Vec<u8>, kind: &str, index: Revision, data: &Value) {
+fn push_event(out: &mut Vec<u8>, kind: &str, index: Revision, data: &[u8]) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\nid: ");
     out.extend_from_slice(index.to_string().as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(&serde_json::to_vec(data).unwrap_or_default());
+    out.extend_from_slice(data);
     out.extend_from_slice(b"\n\n");
 }

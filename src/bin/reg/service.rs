@@ -173,7 +173,7 @@ pub(crate) fn run(args: ServiceArgs) -> anyhow::Result<()> {
             };
             let listed = runtime.block_on(wire.service(&service, &filter, None, None))?;
             for entry in &listed.instances {
-                common::emit(&entry_line(entry).to_string())?;
+                common::emit(&entry_line(entry))?;
             }
             Ok(())
         }
@@ -189,12 +189,12 @@ fn list_suffix(what: &str, items: &[String]) -> String {
     }
 }
 
-fn entry_line(entry: &InstanceEntry) -> serde_json::Value {
-    let mut value = serde_json::to_value(&entry.instance).unwrap_or_default();
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert("revision".into(), entry.revision.into());
-    }
-    value
+/// An instance as one JSON object: its canonical value (endpoints exactly as stored) and
+/// its revision.
+fn entry_line(entry: &InstanceEntry) -> String {
+    let value = entry.value().as_str();
+    let fields = value.strip_suffix('}').unwrap_or(value);
+    format!("{fields},\"revision\":{}}}", entry.revision)
 }
 
 async fn register_and_stay(client: reg::client::Client, args: RegisterArgs) -> anyhow::Result<()> {
@@ -243,20 +243,29 @@ async fn watch(client: reg::client::Client, service: String) -> anyhow::Result<(
         };
         let line = match event {
             ServiceEvent::Added(entry) => {
-                serde_json::json!({"event": "added", "instance": entry_line(&entry)})
+                format!(
+                    "{{\"event\":\"added\",\"instance\":{}}}",
+                    entry_line(&entry)
+                )
             }
             ServiceEvent::Changed(entry) => {
-                serde_json::json!({"event": "changed", "instance": entry_line(&entry)})
+                format!(
+                    "{{\"event\":\"changed\",\"instance\":{}}}",
+                    entry_line(&entry)
+                )
             }
             ServiceEvent::Removed(entry) => {
-                serde_json::json!({"event": "removed", "instance": entry_line(&entry)})
+                format!(
+                    "{{\"event\":\"removed\",\"instance\":{}}}",
+                    entry_line(&entry)
+                )
             }
             ServiceEvent::Stale(true) => {
                 let error = view.state().error.clone().unwrap_or_default();
-                serde_json::json!({"event": "stale", "error": error})
+                serde_json::json!({"event": "stale", "error": error}).to_string()
             }
-            ServiceEvent::Stale(false) => serde_json::json!({"event": "fresh"}),
+            ServiceEvent::Stale(false) => r#"{"event":"fresh"}"#.to_owned(),
         };
-        common::emit(&line.to_string())?;
+        common::emit(&line)?;
     }
 }
