@@ -37,12 +37,23 @@ fn ids(value: &serde_json::Value, list: &str, field: &str) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn every_way_in_is_seen_by_every_way_out() {
+/// A server on a fresh registry, its address, and a remote client for it.
+async fn served() -> (
+    Registry,
+    reg::server::RunningServer,
+    std::net::SocketAddr,
+    Client,
+) {
     let registry = Registry::new();
     let server = start(registry.clone()).await;
     let addr = server.local_addr();
     let client = Client::remote(&format!("http://{addr}")).unwrap();
+    (registry, server, addr, client)
+}
+
+#[tokio::test]
+async fn every_way_in_is_seen_by_every_way_out() {
+    let (registry, _server, addr, client) = served().await;
 
     // 1. The Rust client.
     let _a = client
@@ -173,10 +184,7 @@ async fn a_dead_provider_expires_and_every_watcher_is_told() {
 
 #[tokio::test]
 async fn health_reaches_filters_and_blocking_queries_wake_on_it() {
-    let registry = Registry::new();
-    let server = start(registry.clone()).await;
-    let addr = server.local_addr();
-    let client = Client::remote(&format!("http://{addr}")).unwrap();
+    let (_registry, _server, addr, client) = served().await;
     let registration = client
         .register(
             &Instance::new("db", "d1").version("2"),

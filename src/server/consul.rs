@@ -157,25 +157,18 @@ pub(crate) async fn handle(
                 .collect();
             Ok(ok_json(&Value::Object(map), Some(services.index)))
         }
-        (&Method::GET, ["catalog", "service", name]) => {
+        (&Method::GET, [group @ ("catalog" | "health"), kind @ ("service" | "checks"), name])
+            if (*group, *kind) != ("catalog", "checks") =>
+        {
+            let render: fn(&InstanceEntry) -> Value = match (*group, *kind) {
+                ("catalog", _) => catalog_entry,
+                (_, "service") => health_entry,
+                _ => check_json,
+            };
             let name = (*name).to_owned();
             drop(request);
             let (index, entries) = service_query(shared, &discovery, &name, &params).await?;
-            let list: Vec<Value> = entries.iter().map(|e| catalog_entry(e)).collect();
-            Ok(ok_json(&Value::Array(list), Some(index)))
-        }
-        (&Method::GET, ["health", "service", name]) => {
-            let name = (*name).to_owned();
-            drop(request);
-            let (index, entries) = service_query(shared, &discovery, &name, &params).await?;
-            let list: Vec<Value> = entries.iter().map(|e| health_entry(e)).collect();
-            Ok(ok_json(&Value::Array(list), Some(index)))
-        }
-        (&Method::GET, ["health", "checks", name]) => {
-            let name = (*name).to_owned();
-            drop(request);
-            let (index, entries) = service_query(shared, &discovery, &name, &params).await?;
-            let list: Vec<Value> = entries.iter().map(|e| check_json(e)).collect();
+            let list: Vec<Value> = entries.iter().map(|e| render(e)).collect();
             Ok(ok_json(&Value::Array(list), Some(index)))
         }
         (_, parts) if allowed(parts).is_some() => Err(ServerError::MethodNotAllowed {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -302,15 +302,7 @@ fn watch(
             }
         }
     });
-    let mut response = Response::new(ResBody::Stream {
-        chunks: rx,
-        _guard: guard,
-    });
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    Ok(crate::server::watch::event_stream(rx, guard))
 }
 
 fn push_event(out: &mut Vec<u8>, kind: &str, index: Revision, data: &[u8]) {

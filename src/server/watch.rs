@@ -132,8 +132,13 @@ pub(crate) fn stream(
         sent: 0,
     };
     tokio::spawn(feed.run(from, shared.config.sse_keep_alive));
+    Ok(event_stream(rx, guard))
+}
+
+/// The response of a Server-Sent Events stream fed by `chunks`.
+pub(crate) fn event_stream(chunks: mpsc::Receiver<Bytes>, guard: StreamGuard) -> Response<ResBody> {
     let mut response = Response::new(ResBody::Stream {
-        chunks: rx,
+        chunks,
         _guard: guard,
     });
     let headers = response.headers_mut();
@@ -141,7 +146,7 @@ pub(crate) fn stream(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell reverse proxies (nginx) not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 /// The task that turns the change feed into SSE chunks for one stream.
