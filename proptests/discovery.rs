@@ -73,6 +73,33 @@ fn check(discovery: &Discovery, registry: &Registry, last_change: &BTreeMap<Stri
     let names: Vec<&str> = listed.services.iter().map(|s| s.name.as_str()).collect();
     let want: Vec<&str> = expected.keys().map(String::as_str).collect();
     assert_eq!(names, want, "services");
+    // Each summary is what its instances say (kept incrementally by the catalog).
+    for summary in &listed.services {
+        let instances: Vec<&Instance> = expected[&summary.name].values().map(|(i, _)| i).collect();
+        let mut tags: Vec<String> = instances.iter().flat_map(|i| i.tags.clone()).collect();
+        tags.sort();
+        tags.dedup();
+        let mut versions: Vec<String> = instances
+            .iter()
+            .map(|i| i.version.clone())
+            .filter(|v| !v.is_empty())
+            .collect();
+        versions.sort();
+        versions.dedup();
+        let passing = instances
+            .iter()
+            .filter(|i| i.status == Status::Passing)
+            .count();
+        assert_eq!(
+            summary.instances,
+            instances.len(),
+            "{}'s count",
+            summary.name
+        );
+        assert_eq!(summary.passing, passing, "{}'s passing", summary.name);
+        assert_eq!(summary.tags, tags, "{}'s tags", summary.name);
+        assert_eq!(summary.versions, versions, "{}'s versions", summary.name);
+    }
     for service in SERVICES {
         let all = discovery.instances(service, &Filter::new());
         let got: Vec<(Instance, u64)> = all
@@ -151,7 +178,10 @@ pub(crate) fn run(ops: &[Op]) {
             } => {
                 let mut instance = Instance::new(SERVICES[service], IDS[id]).status(status(s));
                 if tag {
-                    instance = instance.tag("t");
+                    // Twice: a tag given twice counts once.
+                    instance = instance.tag("t").tag("t").version("2");
+                } else if s == 1 {
+                    instance = instance.tag("u").version("1");
                 }
                 discovery
                     .register(&instance, Some(Duration::from_millis(u64::from(ttl_ms))))

@@ -116,9 +116,47 @@ struct Service {
     notify: Arc<Notify>,
     /// Waiters holding the slot (see [`Hold`]).
     waiters: AtomicUsize,
+    /// The listing's summary, kept as instances come and go, so that listing the services
+    /// holds the lock for a pass over the services, not over every instance: how many
+    /// instances carry each tag and run each version, and how many are passing.
+    tags: BTreeMap<String, usize>,
+    versions: BTreeMap<String, usize>,
+    passing: usize,
 }
 
 impl Service {
+    /// Adds (`add`) or takes away an instance's share of the summary.
+    fn count(&mut self, instance: &Instance, add: bool) {
+        fn bump(counts: &mut BTreeMap<String, usize>, key: &str, add: bool) {
+            if add {
+                *counts.entry(key.to_owned()).or_default() += 1;
+            } else if let Some(n) = counts.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+        let mut seen: Vec<&str> = Vec::with_capacity(instance.tags.len());
+        for tag in &instance.tags {
+            // A tag given twice counts once.
+            if !seen.contains(&tag.as_str()) {
+                seen.push(tag);
+                bump(&mut self.tags, tag, add);
+            }
+        }
+        if !instance.version.is_empty() {
+            bump(&mut self.versions, &instance.version, add);
+        }
+        if instance.status == Status::Passing {
+            if add {
+                self.passing += 1;
+            } else {
+                self.passing -= 1;
+            }
+        }
+    }
+
     /// Empty, and nobody waits on it: can be dropped. Called under the write lock.
     fn idle(&self) -> bool {
         self.instances.is_empty() && self.waiters.load(Ordering::Relaxed) == 0
@@ -189,30 +227,13 @@ impl Catalog {
             .services
             .iter()
             .filter(|(_, service)| !service.instances.is_empty())
-            .map(|(name, service)| {
-                let mut tags: Vec<String> = Vec::new();
-                let mut versions: Vec<String> = Vec::new();
-                let mut passing = 0;
-                for entry in service.instances.values() {
-                    let instance = &entry.instance;
-                    passing += usize::from(instance.status == Status::Passing);
-                    tags.extend(instance.tags.iter().cloned());
-                    if !instance.version.is_empty() {
-                        versions.push(instance.version.clone());
-                    }
-                }
-                tags.sort_unstable();
-                tags.dedup();
-                versions.sort_unstable();
-                versions.dedup();
-                ServiceSummary {
-                    name: name.to_string(),
-                    instances: service.instances.len(),
-                    passing,
-                    tags,
-                    versions,
-                    index: service.index,
-                }
+            .map(|(name, service)| ServiceSummary {
+                name: name.to_string(),
+                instances: service.instances.len(),
+                passing: service.passing,
+                tags: service.tags.keys().cloned().collect(),
+                versions: service.versions.keys().cloned().collect(),
+                index: service.index,
             })
             .collect();
         Services {
@@ -408,9 +429,11 @@ impl State {
                 .or_default(),
         };
         service.index = service.index.max(revision);
-        service
-            .instances
-            .insert(Arc::from(entry.instance.id.as_str()), Arc::new(entry));
+        service.count(&entry.instance, true);
+        let id = Arc::from(entry.instance.id.as_str());
+        if let Some(old) = service.instances.insert(id, Arc::new(entry)) {
+            service.count(&old.instance, false);
+        }
         self.index = self.index.max(revision);
         Arc::clone(&service.notify)
     }
@@ -418,7 +441,8 @@ impl State {
     /// Removes an instance, if there; returns its service's slot.
     fn remove(&mut self, service: &str, id: &str, revision: Revision) -> Option<Arc<Notify>> {
         let entry = self.services.get_mut(service)?;
-        entry.instances.remove(id)?;
+        let old = entry.instances.remove(id)?;
+        entry.count(&old.instance, false);
         entry.index = revision;
         self.index = self.index.max(revision);
         let notify = Arc::clone(&entry.notify);
