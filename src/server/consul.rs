@@ -427,16 +427,18 @@ fn node_json(instance: &Instance, entry: &InstanceEntry) -> Value {
     })
 }
 
+/// A `catalog/service` entry: the node's fields (`Meta` as `NodeMeta`) and the service's,
+/// prefixed `Service`, flat, as Consul gives them.
 fn catalog_entry(entry: &InstanceEntry) -> Value {
     let instance = &entry.instance;
-    let (node, address) = node_of(instance);
-    json!({
-        "ID": node_id(node),
-        "Node": node,
-        "Address": address,
-        "Datacenter": DATACENTER,
-        "TaggedAddresses": { "lan": address, "wan": address },
-        "NodeMeta": {},
+    let mut fields = match node_json(instance, entry) {
+        Value::Object(fields) => fields,
+        _ => Map::new(),
+    };
+    if let Some(meta) = fields.remove("Meta") {
+        fields.insert("NodeMeta".into(), meta);
+    }
+    let service = json!({
         "ServiceKind": "",
         "ServiceID": instance.id,
         "ServiceName": instance.service,
@@ -448,9 +450,11 @@ fn catalog_entry(entry: &InstanceEntry) -> Value {
         "ServiceEnableTagOverride": false,
         "ServiceProxy": {},
         "ServiceConnect": {},
-        "CreateIndex": consul_index(entry.created),
-        "ModifyIndex": consul_index(entry.revision),
-    })
+    });
+    if let Value::Object(service) = service {
+        fields.extend(service);
+    }
+    Value::Object(fields)
 }
 
 fn check_id(instance: &Instance) -> String {
