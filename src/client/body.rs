@@ -145,7 +145,19 @@ pub(crate) fn parse_requests(body: &[u8]) -> Result<Vec<ChangeRequest>, ClientEr
             .get("value")
             .map(Node::to_json)
             .ok_or_else(|| invalid(format!("change request {name:?} has no value")))?;
-        out.push(ChangeRequest { name, value });
+        // `GET /provider?detail=true` from a server with `--auth`: who asked.
+        let text = |field: &str| match entry.get(field) {
+            Some(Node::String(text)) => Some(text.decoded().into_owned()),
+            _ => None,
+        };
+        let origin = text("requester").map(|requester| {
+            crate::store::Origin::new(&requester, &text("request_id").unwrap_or_default(), None)
+        });
+        out.push(ChangeRequest {
+            name,
+            value,
+            origin,
+        });
     }
     Ok(out)
 }

@@ -93,6 +93,7 @@ impl Sink for LogSink {
                 register,
                 ttl_ms,
                 deadline_ms,
+                ..
             } => {
                 let wall = now
                     .wall_ms
@@ -103,6 +104,7 @@ impl Sink for LogSink {
                 name,
                 revision,
                 kind,
+                ..
             } => put_removed(&mut self.local, name, revision, kind),
         }
     }

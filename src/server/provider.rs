@@ -63,7 +63,10 @@ pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBod
             .unwrap_or_default(),
         None => registry.try_take_requests(&selector),
     };
-    Ok(routes::json(StatusCode::OK, response::requests(&taken)))
+    Ok(routes::json(
+        StatusCode::OK,
+        response::requests(&taken, query.detail),
+    ))
 }
 
 /// `DELETE /provider?name=…` → 204: removes the named registers (at least one name).

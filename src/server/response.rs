@@ -100,7 +100,8 @@ pub(crate) fn registers(registers: &[Arc<Register>], detail: Option<&Registry>) 
 }
 
 /// `{"registers":{"<name>":{"value":…}}}` for the change requests a provider took.
-pub(crate) fn requests(requests: &[ChangeRequest]) -> Bytes {
+/// With `detail`, each request also says who asked (`requester`, `request_id`) when known.
+pub(crate) fn requests(requests: &[ChangeRequest], detail: bool) -> Bytes {
     let estimate: usize = requests
         .iter()
         .map(|r| r.name.len() + r.value.as_bytes().len() + 16)
@@ -114,6 +115,12 @@ pub(crate) fn requests(requests: &[ChangeRequest]) -> Bytes {
         write_str(&mut out, &request.name);
         out.extend_from_slice(b":{\"value\":");
         out.extend_from_slice(request.value.as_bytes());
+        if let Some(origin) = request.origin.as_ref().filter(|_| detail) {
+            out.extend_from_slice(b",\"requester\":");
+            write_str(&mut out, origin.identity());
+            out.extend_from_slice(b",\"request_id\":");
+            write_str(&mut out, origin.request_id());
+        }
         out.push(b'}');
     }
     out.extend_from_slice(b"}}");

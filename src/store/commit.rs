@@ -32,6 +32,7 @@ use std::fmt;
 
 use crate::store::feed::{Event, EventKind};
 use crate::store::history::History;
+use crate::store::origin::Origin;
 use crate::store::register::{Register, Revision};
 use crate::store::{CommitState, Shared};
 use crate::sync::{Arc, MutexGuard, Ordering};
@@ -47,12 +48,16 @@ pub(crate) enum Committed<'a> {
         ttl_ms: u64,
         /// When it expires unless refreshed, in the clock's milliseconds (see [`Now`]).
         deadline_ms: u64,
+        /// Who made it, when the writer said ([`Registry::set_as`](crate::Registry::set_as)).
+        origin: Option<&'a Origin>,
     },
     /// A register deleted ([`EventKind::Delete`]) or expired ([`EventKind::Expire`]).
     Removed {
         name: &'a Arc<str>,
         revision: Revision,
         kind: EventKind,
+        /// Who deleted it, when the writer said; `None` for an expiry.
+        origin: Option<&'a Origin>,
     },
 }
 
@@ -129,6 +134,8 @@ pub(crate) struct Commit<'a> {
     changed: bool,
     /// Read once, on the first change, and only when there are sinks to tell.
     now: Option<Now>,
+    /// Who this commit's changes are made for, handed to the sinks with each.
+    origin: Option<&'a Origin>,
     /// Sinks' work for after the lock. Must stay declared after `state`: fields drop in
     /// declaration order, so this runs once the guard has released the lock.
     after: AfterRelease,
@@ -155,6 +162,7 @@ impl Shared {
             last,
             changed: false,
             now: None,
+            origin: None,
             after: AfterRelease::default(),
         }
     }
@@ -196,7 +204,13 @@ impl Shared {
     }
 }
 
-impl Commit<'_> {
+impl<'a> Commit<'a> {
+    /// Makes this commit's changes on behalf of `origin` (sinks are told who).
+    pub(crate) fn by(mut self, origin: Option<&'a Origin>) -> Self {
+        self.origin = origin;
+        self
+    }
+
     /// Adds a sink under this commit's lock: it is told of every change after this commit.
     pub(crate) fn push_sink(&mut self, sink: Box<dyn Sink>) {
         self.state.sinks.push(sink);
@@ -257,6 +271,7 @@ impl Commit<'_> {
                 register: &register,
                 ttl_ms,
                 deadline_ms,
+                origin: self.origin,
             };
             for sink in &mut self.state.sinks {
                 sink.record(change, now);
@@ -284,6 +299,7 @@ impl Commit<'_> {
                 name,
                 revision,
                 kind,
+                origin: self.origin,
             };
             for sink in &mut self.state.sinks {
                 sink.record(change, now);
@@ -345,6 +361,7 @@ mod tests {
                     register,
                     ttl_ms,
                     deadline_ms,
+                    ..
                 } => format!(
                     "set {} {} ttl {ttl_ms} in {} wall {}",
                     register.name(),
@@ -356,6 +373,7 @@ mod tests {
                     name,
                     revision,
                     kind,
+                    ..
                 } => format!("{kind} {name} {revision}"),
             };
             self.0.lock().push(line);

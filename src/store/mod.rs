@@ -28,6 +28,7 @@ pub(crate) mod commit;
 mod expiry;
 mod feed;
 mod history;
+mod origin;
 mod register;
 mod requests;
 #[cfg(feature = "persist")]
@@ -43,6 +44,7 @@ use tokio::sync::broadcast;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Event, EventKind, FeedError, Subscription};
+pub use origin::Origin;
 pub use register::{Register, Revision};
 #[cfg(feature = "persist")]
 pub(crate) use requests::RequestLog;
@@ -457,20 +459,43 @@ impl Registry {
         metadata: Option<Json>,
         ttl: Option<Duration>,
     ) -> Result<SetOutcome, StoreError> {
-        self.shared().set(name, value, metadata, ttl)
+        self.shared().set(name, value, metadata, ttl, None)
+    }
+
+    /// [`set`](Self::set) on behalf of `origin`: the commit path (an audit trail) is told who
+    /// made the change.
+    pub fn set_as(
+        &self,
+        origin: &Origin,
+        name: &str,
+        value: Json,
+        metadata: Option<Json>,
+        ttl: Option<Duration>,
+    ) -> Result<SetOutcome, StoreError> {
+        self.shared().set(name, value, metadata, ttl, Some(origin))
     }
 
     /// Removes a register at once. A removal is a change: it takes a revision and wakes
     /// watchers. Returns the revision, or `None` if the register did not exist.
     pub fn remove(&self, name: &str) -> Option<Revision> {
-        self.shared().remove(name)
+        self.shared().remove(name, None)
     }
 
     /// [`remove`](Self::remove), refused with [`StoreError::Unavailable`] when a persistent
     /// registry cannot save changes now (its disk is full): what a server answers 503 to.
     pub fn try_remove(&self, name: &str) -> Result<Option<Revision>, StoreError> {
         self.shared().writable()?;
-        Ok(self.shared().remove(name))
+        Ok(self.shared().remove(name, None))
+    }
+
+    /// [`try_remove`](Self::try_remove) on behalf of `origin` (see [`set_as`](Self::set_as)).
+    pub fn try_remove_as(
+        &self,
+        origin: &Origin,
+        name: &str,
+    ) -> Result<Option<Revision>, StoreError> {
+        self.shared().writable()?;
+        Ok(self.shared().remove(name, Some(origin)))
     }
 
     /// Resolves when everything written so far — changes and change requests — is as durable
@@ -615,7 +640,7 @@ impl Registry {
         let shared = self.shared();
         shared.check_name(name)?;
         shared.writable()?;
-        shared.requests.request(name, value, shared.now_ms())
+        shared.requests.request(name, value, shared.now_ms(), None)
     }
 
     /// Stores several change requests, all or none: if storing them would take the pending
@@ -626,25 +651,71 @@ impl Registry {
         I: IntoIterator<Item = (&'a str, Json)>,
         I::IntoIter: Clone,
     {
+        self.request_many_from(requests, None)
+    }
+
+    /// [`request_many`](Self::request_many) on behalf of `origin`: the provider that takes a
+    /// request sees who asked ([`ChangeRequest::origin`]).
+    pub fn request_many_as<'a, I>(&self, origin: &Origin, requests: I) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = (&'a str, Json)>,
+        I::IntoIter: Clone,
+    {
+        self.request_many_from(requests, Some(origin))
+    }
+
+    fn request_many_from<'a, I>(
+        &self,
+        requests: I,
+        origin: Option<&Origin>,
+    ) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = (&'a str, Json)>,
+        I::IntoIter: Clone,
+    {
         let shared = self.shared();
         let requests = requests.into_iter();
         for (name, _) in requests.clone() {
             shared.check_name(name)?;
         }
         shared.writable()?;
-        shared.requests.request_many(requests, shared.now_ms())
+        shared
+            .requests
+            .request_many(requests, shared.now_ms(), origin)
     }
 
     /// Takes the pending change requests the selector names, waiting for one if none is
     /// pending. Each request is delivered to one taker only. See [`TakeRequests`].
     pub fn take_requests(&self, selector: Selector) -> TakeRequests {
-        TakeRequests::new(Arc::clone(self.shared()), selector)
+        TakeRequests::new(Arc::clone(self.shared()), selector, None)
+    }
+
+    /// [`take_requests`](Self::take_requests), taking only the names `allow` accepts (a
+    /// caller's rights): the others stay pending for a taker that may take them.
+    pub fn take_requests_where(
+        &self,
+        selector: Selector,
+        allow: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    ) -> TakeRequests {
+        TakeRequests::new(Arc::clone(self.shared()), selector, Some(allow))
     }
 
     /// Takes the pending change requests the selector names, without waiting.
     pub fn try_take_requests(&self, selector: &Selector) -> Vec<ChangeRequest> {
         let shared = self.shared();
-        shared.requests.take(selector, shared.now_ms())
+        shared.requests.take(selector, shared.now_ms(), &None)
+    }
+
+    /// [`try_take_requests`](Self::try_take_requests), taking only the names `allow` accepts.
+    pub fn try_take_requests_where(
+        &self,
+        selector: &Selector,
+        allow: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    ) -> Vec<ChangeRequest> {
+        let shared = self.shared();
+        shared
+            .requests
+            .take(selector, shared.now_ms(), &Some(allow))
     }
 
     /// Subscribes to the change feed. See [`Subscription`] for what a slow subscriber gets.
@@ -768,6 +839,7 @@ impl Shared {
         value: Json,
         metadata: Option<Json>,
         ttl: Option<Duration>,
+        origin: Option<&Origin>,
     ) -> Result<SetOutcome, StoreError> {
         self.check_name(name)?;
         let metadata = normalize_metadata(metadata)?;
@@ -798,7 +870,7 @@ impl Shared {
         }
 
         self.writable()?;
-        let mut commit = self.begin();
+        let mut commit = self.begin().by(origin);
         let revision = commit.next_revision();
         let (change, register) = match self.registers.get(name) {
             // In the map under the commit lock: live.
@@ -870,8 +942,8 @@ impl Shared {
         }
     }
 
-    fn remove(&self, name: &str) -> Option<Revision> {
-        let mut commit = self.begin();
+    fn remove(&self, name: &str, origin: Option<&Origin>) -> Option<Revision> {
+        let mut commit = self.begin().by(origin);
         let (name, entry) = self.registers.remove(name)?;
         entry.kill();
         let revision = commit.removed(&name, EventKind::Delete);

@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 
 use crate::json::Json;
 use crate::store::watch::{Registration, Selector, Signal, WatchSlots, SHUTDOWN};
-use crate::store::{Clock, Shared, StoreError};
+use crate::store::{Clock, Origin, Shared, StoreError};
 use crate::sync::{Arc, AtomicU64, AtomicUsize, Map, Ordering};
 
 /// A change request as stored.
@@ -35,6 +35,8 @@ pub(crate) struct Pending {
     /// Its sequence number: unique, increasing, what its takers are fired with, and how a
     /// log tells this request from an older or newer one for the same name.
     id: u64,
+    /// Who asked, when the requester said (kept in memory only: a restored request has none).
+    origin: Option<Origin>,
 }
 
 /// Where pending requests are logged (a persistent registry's log, see `persist/`). Called
@@ -54,7 +56,13 @@ pub struct ChangeRequest {
     pub name: Arc<str>,
     /// The value the consumer asked for.
     pub value: Json,
+    /// Who asked, when the requester said ([`Registry::request_many_as`]
+    /// (crate::Registry::request_many_as)): a device can log who commanded it.
+    pub origin: Option<Origin>,
 }
+
+/// Which names a take may take beyond its selector (a caller's `take` right); `None`: any.
+pub(crate) type TakeFilter = Option<Arc<dyn Fn(&str) -> bool + Send + Sync>>;
 
 /// The pending change requests of a registry.
 #[derive(Debug)]
@@ -100,7 +108,15 @@ impl Requests {
         let at = self.clock.now_ms().saturating_sub(age);
         if self
             .pending
-            .insert(name, Pending { value, at, id })
+            .insert(
+                name,
+                Pending {
+                    value,
+                    at,
+                    id,
+                    origin: None,
+                },
+            )
             .is_none()
         {
             // Ordering: Relaxed: see `request`.
@@ -137,7 +153,13 @@ impl Requests {
     }
 
     /// Stores a request (replacing an older one for the same name) and wakes its takers.
-    pub(crate) fn request(&self, name: &str, value: Json, now: u64) -> Result<(), StoreError> {
+    pub(crate) fn request(
+        &self,
+        name: &str,
+        value: Json,
+        now: u64,
+        origin: Option<&Origin>,
+    ) -> Result<(), StoreError> {
         // Replacing an existing request never grows the map, so it is allowed at the cap.
         // Ordering: Relaxed: `count` is a bound, not a synchronization point.
         if self.count.load(Ordering::Relaxed) >= self.max_pending
@@ -147,12 +169,12 @@ impl Requests {
                 limit: self.max_pending,
             });
         }
-        self.insert(name, value, now);
+        self.insert(name, value, now, origin);
         Ok(())
     }
 
     /// Stores (or replaces) one request and wakes its takers. No cap check.
-    fn insert(&self, name: &str, value: Json, now: u64) {
+    fn insert(&self, name: &str, value: Json, now: u64, origin: Option<&Origin>) {
         // `count` is raised under the entry's lock, by the same critical section that inserts a
         // new name: a take can only remove (and decrement for) an entry after that, so `count`
         // never drops below the true size, let alone wraps. (Raising it after the insert let a
@@ -165,6 +187,7 @@ impl Requests {
             value,
             at: now,
             id: seq,
+            origin: origin.cloned(),
         };
         self.pending.upsert_with(
             Arc::from(name),
@@ -186,6 +209,7 @@ impl Requests {
         &self,
         requests: impl Iterator<Item = (&'a str, Json)> + Clone,
         now: u64,
+        origin: Option<&Origin>,
     ) -> Result<(), StoreError> {
         let new_names = requests
             .clone()
@@ -198,18 +222,24 @@ impl Requests {
             });
         }
         for (name, value) in requests {
-            self.insert(name, value, now);
+            self.insert(name, value, now, origin);
         }
         Ok(())
     }
 
-    /// Takes (removes and returns) the fresh pending requests the selector names, sorted by
-    /// name.
-    pub(crate) fn take(&self, selector: &Selector, now: u64) -> Vec<ChangeRequest> {
+    /// Takes (removes and returns) the fresh pending requests the selector names that the
+    /// filter allows, sorted by name.
+    pub(crate) fn take(
+        &self,
+        selector: &Selector,
+        now: u64,
+        filter: &TakeFilter,
+    ) -> Vec<ChangeRequest> {
+        let allowed = |name: &str| filter.as_ref().is_none_or(|allow| allow(name));
         let mut out = Vec::new();
         match selector {
             Selector::Names(names) => {
-                for name in names.iter() {
+                for name in names.iter().filter(|name| allowed(name)) {
                     if let Some((name, pending)) = self.pending.remove(&**name) {
                         self.count.fetch_sub(1, Ordering::Relaxed);
                         self.log_taken(&name, &pending);
@@ -217,6 +247,7 @@ impl Requests {
                             out.push(ChangeRequest {
                                 name,
                                 value: pending.value,
+                                origin: pending.origin,
                             });
                         }
                     }
@@ -225,12 +256,16 @@ impl Requests {
             Selector::All => {
                 let mut removed = 0;
                 self.pending.retain(|name, pending| {
+                    if !allowed(name) {
+                        return true;
+                    }
                     removed += 1;
                     self.log_taken(name, pending);
                     if self.is_fresh(pending, now) {
                         out.push(ChangeRequest {
                             name: Arc::clone(name),
                             value: pending.value.clone(),
+                            origin: pending.origin.clone(),
                         });
                     }
                     false
@@ -287,23 +322,35 @@ impl Requests {
 /// Cancel safe: requests are removed only inside the `poll` that returns them, so a take that is
 /// dropped before it completes has taken nothing.
 #[must_use = "TakeRequests does nothing unless awaited"]
-#[derive(Debug)]
 pub struct TakeRequests {
     shared: Arc<Shared>,
     selector: Selector,
+    /// Which of the selected names this take may take (see [`TakeFilter`]).
+    filter: TakeFilter,
     signal: Arc<Signal>,
     registration: Registration,
     /// The highest request sequence this take has already looked past.
     seen: u64,
 }
 
+impl std::fmt::Debug for TakeRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakeRequests")
+            .field("selector", &self.selector)
+            .field("filtered", &self.filter.is_some())
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TakeRequests {
-    pub(crate) fn new(shared: Arc<Shared>, selector: Selector) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, selector: Selector, filter: TakeFilter) -> Self {
         let signal = Signal::new();
         let registration = shared.requests.watchers.register(&selector, &signal);
         Self {
             shared,
             selector,
+            filter,
             signal,
             registration,
             seen: 0,
@@ -317,10 +364,10 @@ impl Future for TakeRequests {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            let taken = this
-                .shared
-                .requests
-                .take(&this.selector, this.shared.now_ms());
+            let taken =
+                this.shared
+                    .requests
+                    .take(&this.selector, this.shared.now_ms(), &this.filter);
             if !taken.is_empty() {
                 return Poll::Ready(taken);
             }
