@@ -72,6 +72,8 @@ pub enum DiscoveryError {
 pub struct Discovery {
     registry: Registry,
     catalog: Arc<Catalog>,
+    /// Who this handle's writes are made for (see [`on_behalf_of`](Self::on_behalf_of)).
+    origin: Option<crate::store::Origin>,
 }
 
 impl Discovery {
@@ -81,6 +83,16 @@ impl Discovery {
         Discovery {
             registry: registry.clone(),
             catalog: Catalog::of(registry),
+            origin: None,
+        }
+    }
+
+    /// A handle whose writes (register, deregister) are made on behalf of `origin`, so the
+    /// commit path (an audit trail) knows who made them.
+    pub fn on_behalf_of(&self, origin: crate::store::Origin) -> Self {
+        Discovery {
+            origin: Some(origin),
+            ..self.clone()
         }
     }
 
@@ -98,14 +110,20 @@ impl Discovery {
         ttl: Option<Duration>,
     ) -> Result<SetOutcome, DiscoveryError> {
         instance.validate()?;
-        Ok(self
-            .registry
-            .set(&instance.register_name(), instance.to_json(), None, ttl)?)
+        let (name, value) = (instance.register_name(), instance.to_json());
+        Ok(match &self.origin {
+            Some(origin) => self.registry.set_as(origin, &name, value, None, ttl)?,
+            None => self.registry.set(&name, value, None, ttl)?,
+        })
     }
 
     /// Removes an instance at once. The revision, or `None` if it was not there.
     pub fn deregister(&self, service: &str, id: &str) -> Result<Option<Revision>, StoreError> {
-        self.registry.try_remove(&register_name(service, id))
+        let name = register_name(service, id);
+        match &self.origin {
+            Some(origin) => self.registry.try_remove_as(origin, &name),
+            None => self.registry.try_remove(&name),
+        }
     }
 
     /// The services with at least one instance.

@@ -232,15 +232,73 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _admiss
             tracing::debug!(%peer, %error, "cannot set TCP keep-alive");
         }
     }
-    serve_io(shared, stream, peer).await;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = shared.tls.as_ref().map(|tls| tls.acceptor()) {
+        // The handshake gets the header-read time (a client that connects and stalls is
+        // dropped like one that stalls in its head); zero is off.
+        let limit = Some(shared.config.header_read_timeout)
+            .filter(|t| !t.is_zero())
+            .unwrap_or(Duration::MAX);
+        let stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                // Ordering: Relaxed: a counter for metrics.
+                shared.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                shared.metrics.tls_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(crate::server::tls::identity);
+        serve_io(
+            shared,
+            stream,
+            Peer {
+                addr: peer,
+                identity,
+            },
+        )
+        .await;
+        return;
+    }
+    serve_io(shared, stream, Peer::plain(peer)).await;
 }
 
-/// Serves one connection over any byte stream (a TCP socket; an in-memory pipe in the fuzz
-/// target) until it closes, times out, or is drained.
-pub(crate) async fn serve_io<I>(shared: Arc<Shared>, stream: I, peer: SocketAddr)
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    /// The client's address.
+    pub(crate) addr: SocketAddr,
+    /// The identity in its verified client certificate (mTLS), if it sent one.
+    pub(crate) identity: Option<Arc<str>>,
+}
+
+impl Peer {
+    /// A client over plain TCP.
+    pub(crate) fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            identity: None,
+        }
+    }
+}
+
+/// Serves one connection over any byte stream (a TCP socket, a TLS stream; an in-memory pipe
+/// in the fuzz target) until it closes, times out, or is drained.
+pub(crate) async fn serve_io<I>(shared: Arc<Shared>, stream: I, peer: Peer)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = Arc::new(peer);
     let _open = OpenConnection::new(&shared);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(WatchedIo {
@@ -251,12 +309,16 @@ where
     let service = {
         let shared = Arc::clone(&shared);
         let activity = Arc::clone(&activity);
+        let peer = Arc::clone(&peer);
         service_fn(move |request| {
             // Called when the request head is complete: the request is in flight from here.
             let busy = Busy::new(&activity);
             let shared = Arc::clone(&shared);
+            let peer = Arc::clone(&peer);
             async move {
-                Ok::<_, std::convert::Infallible>(routes::handle(&shared, request, busy).await)
+                Ok::<_, std::convert::Infallible>(
+                    routes::handle(&shared, request, busy, &peer).await,
+                )
             }
         })
     };
@@ -270,12 +332,12 @@ where
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+                    tracing::debug!(peer = %peer.addr, %error, "connection ended with an error");
                 }
                 break;
             }
             reason = &mut watchdog => {
-                tracing::debug!(%peer, reason, "closing connection");
+                tracing::debug!(peer = %peer.addr, reason, "closing connection");
                 break;
             }
             _ = drain.wait_for(|draining| *draining), if !draining => {

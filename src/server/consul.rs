@@ -34,9 +34,11 @@ use serde_json::{json, Map, Value};
 
 use crate::discovery::{Discovery, Filter, Instance, InstanceEntry, Status};
 use crate::parse_go_duration;
+use crate::server::auth::{Caller, Right};
 use crate::server::error::{Quoted, ServerError};
 use crate::server::query::{decode_segment, flag, pairs, parse_index};
 use crate::server::routes::{self, ResBody};
+use crate::server::services::Visible;
 use crate::server::Shared;
 use crate::store::Revision;
 
@@ -74,9 +76,15 @@ pub(crate) fn is_consul_path(path: &str) -> bool {
 }
 
 /// Answers a request on one of Consul's paths.
+///
+/// Under `--auth` (tokens as `X-Consul-Token` too): registering, deregistering and checks
+/// need `provide` on the instance's register `svc/<service>/<id>`; reads list only the
+/// instances the caller may read (see `services::Visible`); `agent/self`, `status/*` and
+/// `catalog/datacenters` say nothing of the registers and are open, like `/version`.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     request: Request<Incoming>,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -88,15 +96,16 @@ pub(crate) async fn handle(
         .map(decode_segment)
         .collect::<Result<_, _>>()?;
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let discovery = shared.discovery();
+    let discovery = shared.discovery().on_behalf_of(caller.origin().clone());
+    let visible = || Visible::of(caller);
     match (&method, parts.as_slice()) {
         (&Method::PUT, ["agent", "service", "register"]) => {
             let body = routes::read_body(shared, request).await?;
-            register(&discovery, &body).await
+            register(&discovery, &body, caller).await
         }
         // GET too, as Consul before 1.0 took it: Debian's python3-consul (0.7.1) sends GET.
         (&Method::PUT | &Method::GET, ["agent", "service", "deregister", id]) => {
-            deregister(&discovery, id)
+            deregister(&discovery, id, caller)
         }
         (
             &Method::PUT | &Method::GET,
@@ -107,24 +116,24 @@ pub(crate) async fn handle(
                 "warn" => Status::Warning,
                 _ => Status::Critical,
             };
-            set_check(&discovery, check, status)
+            set_check(&discovery, check, status, caller)
         }
         (&Method::PUT, ["agent", "check", "update", check]) => {
             let check = (*check).to_owned();
             let body = routes::read_body(shared, request).await?;
             let status = update_status(&body)?;
-            set_check(&discovery, &check, status)
+            set_check(&discovery, &check, status, caller)
         }
         (&Method::GET, ["agent", "services"]) => {
-            let services: Map<String, Value> = discovery
-                .all()
+            let services: Map<String, Value> = visible()?
+                .instances(discovery.all())
                 .iter()
                 .map(|e| (e.instance.id.clone(), agent_service(&e.instance)))
                 .collect();
             Ok(ok_json(&Value::Object(services), None))
         }
         (&Method::GET, ["agent", "service", id]) if *id != "register" => {
-            match discovery.by_id(id).first() {
+            match visible()?.instances(discovery.by_id(id)).first() {
                 Some(entry) => Ok(ok_json(
                     &agent_service(&entry.instance),
                     Some(entry.revision),
@@ -133,8 +142,8 @@ pub(crate) async fn handle(
             }
         }
         (&Method::GET, ["agent", "checks"]) => {
-            let checks: Map<String, Value> = discovery
-                .all()
+            let checks: Map<String, Value> = visible()?
+                .instances(discovery.all())
                 .iter()
                 .map(|e| (check_id(&e.instance), check_json(e)))
                 .collect();
@@ -146,10 +155,11 @@ pub(crate) async fn handle(
         (&Method::GET, ["catalog", "datacenters"]) => Ok(ok_json(&json!([DATACENTER]), None)),
         (&Method::GET, ["catalog", "services"]) => {
             drop(request);
+            let visible = visible()?;
             if let Some((after, wait)) = blocking(shared, &params, discovery.index())? {
                 let _ = tokio::time::timeout(wait, discovery.wait_any(after)).await;
             }
-            let services = discovery.services();
+            let services = visible.services(&discovery, discovery.services());
             let map: Map<String, Value> = services
                 .services
                 .iter()
@@ -167,8 +177,13 @@ pub(crate) async fn handle(
             };
             let name = (*name).to_owned();
             drop(request);
+            let visible = visible()?;
             let (index, entries) = service_query(shared, &discovery, &name, &params).await?;
-            let list: Vec<Value> = entries.iter().map(|e| render(e)).collect();
+            let list: Vec<Value> = visible
+                .instances(entries)
+                .iter()
+                .map(|e| render(e))
+                .collect();
             Ok(ok_json(&Value::Array(list), Some(index)))
         }
         (_, parts) if allowed(parts).is_some() => Err(ServerError::MethodNotAllowed {
@@ -518,7 +533,11 @@ fn text_field(object: &Map<String, Value>, name: &str) -> Result<Option<String>,
 
 /// `PUT /v1/agent/service/register`: Consul's service definition (fields matched ignoring
 /// case, as Consul's Go decoder does) → the instance register.
-async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody>, ServerError> {
+async fn register(
+    discovery: &Discovery,
+    body: &[u8],
+    caller: &Caller,
+) -> Result<Response<ResBody>, ServerError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the service definition is not JSON: {e}")))?;
     let Value::Object(definition) = value else {
@@ -612,8 +631,19 @@ async fn register(discovery: &Discovery, body: &[u8]) -> Result<Response<ResBody
     instance
         .validate()
         .map_err(|e| bad(format!("service {}", e)))?;
-    // Consul addresses instances by ID alone: the same ID under another name moves it.
-    for other in discovery.by_id(&id) {
+    // Consul addresses instances by ID alone: the same ID under another name moves it, so
+    // the caller needs `provide` on both.
+    let moved = discovery.by_id(&id);
+    let touched: Vec<String> = std::iter::once(instance.register_name())
+        .chain(
+            moved
+                .iter()
+                .filter(|other| other.instance.service != name)
+                .map(|other| other.instance.register_name()),
+        )
+        .collect();
+    caller.require(Right::Provide, touched.iter().map(String::as_str))?;
+    for other in moved {
         if other.instance.service != name {
             discovery.deregister(&other.instance.service, &id)?;
         }
@@ -692,11 +722,17 @@ fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status),
     Ok((ttl, status))
 }
 
-fn deregister(discovery: &Discovery, id: &str) -> Result<Response<ResBody>, ServerError> {
+fn deregister(
+    discovery: &Discovery,
+    id: &str,
+    caller: &Caller,
+) -> Result<Response<ResBody>, ServerError> {
     let found = discovery.by_id(id);
     if found.is_empty() {
         return Err(not_found(format!("unknown service ID {}", Quoted(id))));
     }
+    let names: Vec<String> = found.iter().map(|e| e.instance.register_name()).collect();
+    caller.require(Right::Provide, names.iter().map(String::as_str))?;
     for entry in found {
         discovery.deregister(&entry.instance.service, id)?;
     }
@@ -725,6 +761,7 @@ fn set_check(
     discovery: &Discovery,
     check: &str,
     status: Status,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     let id = check.strip_prefix("service:").ok_or_else(|| {
         not_found(format!(
@@ -736,6 +773,8 @@ fn set_check(
     if found.is_empty() {
         return Err(not_found(format!("unknown check ID {}", Quoted(check))));
     }
+    let names: Vec<String> = found.iter().map(|e| e.instance.register_name()).collect();
+    caller.require(Right::Provide, names.iter().map(String::as_str))?;
     for entry in found {
         heartbeat(discovery, &entry, status, check)?;
     }

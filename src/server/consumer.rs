@@ -4,6 +4,8 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 
+use crate::server::audit::Field;
+use crate::server::auth::{Caller, NameFilter, Right};
 use crate::server::body::parse_entries;
 use crate::server::error::ServerError;
 use crate::server::query::Query;
@@ -21,7 +23,18 @@ pub(crate) const X_REG_INDEX: &str = "x-reg-index";
 ///
 /// Takes the parsed query, not the request: the caller drops the request before parking, see
 /// [`routes::handle`].
-pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBody>, ServerError> {
+///
+/// A caller without `read` on every name sees only the registers it may read: the others are
+/// left out as if absent, and changes to them do not end its long poll.
+pub(crate) async fn get(
+    shared: &Shared,
+    query: Query,
+    caller: &Caller,
+) -> Result<Response<ResBody>, ServerError> {
+    let visible = caller.filter(Right::Read);
+    if visible.is_some() {
+        caller.require_somewhere(Right::Read)?;
+    }
     let selector = query.selector();
     let registry = &shared.registry;
     if let Some(wait) = query.wait {
@@ -34,11 +47,18 @@ pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBod
             index => {
                 let after = index.unwrap_or(current);
                 // Timing out is a normal end of a long poll: answer with the current values.
-                let _ = tokio::time::timeout(wait, registry.wait(&selector, after)).await;
+                let _ = tokio::time::timeout(
+                    wait,
+                    wait_visible(registry, &selector, after, visible.as_ref()),
+                )
+                .await;
             }
         }
     }
-    let read = registry.read(&selector);
+    let mut read = registry.read(&selector);
+    if let Some(visible) = &visible {
+        read.registers.retain(|register| visible(register.name()));
+    }
     let body = response::registers(&read.registers, query.detail.then_some(registry));
     let mut response = routes::json(StatusCode::OK, body);
     response
@@ -47,20 +67,68 @@ pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBod
     Ok(response)
 }
 
+/// Waits until a selected register the caller may see changes after `after` (every
+/// selected register when `visible` is `None`), or shutdown.
+///
+/// # Cancel safety
+/// Cancel safe, as [`Registry::wait`](crate::Registry::wait).
+pub(crate) async fn wait_visible(
+    registry: &crate::Registry,
+    selector: &crate::Selector,
+    mut after: crate::Revision,
+    visible: Option<&NameFilter>,
+) {
+    loop {
+        if registry.wait(selector, after).await == crate::WaitOutcome::Shutdown {
+            return;
+        }
+        let Some(visible) = visible else {
+            return;
+        };
+        // Woken by some change: was it one the caller may see?
+        let replay = registry.replay(selector, after);
+        if !replay.complete
+            || replay.set.iter().any(|register| visible(register.name()))
+            || replay.removed.iter().any(|(name, _, _)| visible(name))
+        {
+            return;
+        }
+        after = replay.revision;
+    }
+}
+
 /// `PUT /consumer` → 202: stores one change request per register, latest wins. All entries
-/// are validated before any is stored.
+/// are validated before any is stored, and the caller needs `request` on every name.
 pub(crate) async fn put(
     shared: &Shared,
     request: Request<Incoming>,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
+    caller.require(Right::Request, entries.iter().map(|e| e.name.as_str()))?;
     // All or nothing, the pending-requests cap included.
-    shared.registry.request_many(
+    shared.registry.request_many_as(
+        caller.origin(),
         entries
             .iter()
             .map(|entry| (entry.name.as_str(), entry.value.clone())),
     )?;
+    if let Some(audit) = &shared.audit {
+        for entry in &entries {
+            audit.event(
+                "request",
+                caller.origin(),
+                &[
+                    ("name", Field::Str(&entry.name)),
+                    (
+                        "value",
+                        Field::Str(&String::from_utf8_lossy(entry.value.as_bytes())),
+                    ),
+                ],
+            );
+        }
+    }
     tracing::debug!(count = entries.len(), "change requests stored");
     shared.registry.durable_all().await?;
     Ok(routes::empty(StatusCode::ACCEPTED))

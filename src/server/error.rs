@@ -112,6 +112,26 @@ pub enum ServerError {
     /// A Consul endpoint reg does not implement (501).
     #[error("{0}")]
     NotImplemented(String),
+    /// A TLS certificate, key or CA file is unusable (starting or reloading).
+    #[error("tls: {0}")]
+    Tls(String),
+    /// No credentials, or unknown ones, where the anonymous caller lacks the right (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's principal lacks a right (403); nothing of the request was applied.
+    #[error(
+        "principal {} may not {right}{}",
+        Quoted(principal),
+        match name { Some(name) => format!(" register {}", Quoted(name)), None => String::new() }
+    )]
+    Forbidden {
+        /// The caller.
+        principal: String,
+        /// The right it lacks.
+        right: crate::server::auth::Right,
+        /// The first register it lacks it on (`None`: a right needed on every name).
+        name: Option<String>,
+    },
     /// The endpoint exists but not with this method.
     #[error("method {method} not allowed on {path}; allowed: {allowed}")]
     MethodNotAllowed {
@@ -176,6 +196,8 @@ impl ServerError {
             }
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ServerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServerError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ServerError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServerError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ServerError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -187,7 +209,8 @@ impl ServerError {
             ServerError::InvalidAddress { .. }
             | ServerError::Bind { .. }
             | ServerError::Io(_)
-            | ServerError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | ServerError::Task(_)
+            | ServerError::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -221,6 +244,11 @@ impl ServerError {
 /// Formats client input in double quotes, escaped as Rust's `escape_debug` does (`"`, `\`,
 /// control characters) and cut to [`QUOTE_CHARS`] characters with `…` when longer.
 pub(crate) struct Quoted<'a>(pub(crate) &'a str);
+
+/// `text` quoted and cut short for a message (see [`Quoted`]).
+pub(crate) fn quote(text: &str) -> String {
+    Quoted(text).to_string()
+}
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -73,8 +73,8 @@ impl Route {
 }
 
 const METHODS: [&str; 4] = ["GET", "PUT", "DELETE", "other"];
-const STATUSES: [u16; 14] = [
-    200, 202, 204, 400, 404, 405, 408, 413, 414, 431, 500, 501, 503, 0,
+const STATUSES: [u16; 16] = [
+    200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 414, 431, 500, 501, 503, 0,
 ];
 
 fn method_index(method: &Method) -> usize {
@@ -107,6 +107,8 @@ pub(crate) struct Metrics {
     pub(crate) accepted: AtomicU64,
     /// Connections refused because their address was at its connection cap.
     pub(crate) refused_per_ip: AtomicU64,
+    /// TLS handshakes that failed or timed out (a bad or missing client certificate).
+    pub(crate) tls_failures: AtomicU64,
     /// SSE streams open now.
     pub(crate) streams: AtomicUsize,
 }
@@ -118,6 +120,7 @@ impl Metrics {
             connections: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
             refused_per_ip: AtomicU64::new(0),
+            tls_failures: AtomicU64::new(0),
             streams: AtomicUsize::new(0),
         }
     }
@@ -135,7 +138,12 @@ impl Metrics {
 
     /// The Prometheus text exposition of the server and registry metrics, and of every
     /// register whose value is a number or a boolean.
-    pub(crate) fn render(&self, registry: &Registry, service_polls: usize) -> String {
+    pub(crate) fn render(
+        &self,
+        registry: &Registry,
+        service_polls: usize,
+        audit: Option<&crate::server::audit::AuditLog>,
+    ) -> String {
         let stats = registry.stats();
         let mut out = String::with_capacity(4096);
         out.push_str(
@@ -167,7 +175,26 @@ impl Metrics {
             }
         }
         // Ordering: Relaxed loads below: gauges and counters, read for display only.
-        let gauges: [(&str, &str, &str, u64); 10] = [
+        let gauges: [(&str, &str, &str, u64); 13] = [
+            (
+                "reg_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that failed or timed out (a missing or untrusted client certificate).",
+                self.tls_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "reg_audit_lines_total",
+                "counter",
+                "Lines written to the audit log (--audit-log).",
+                audit.map_or(0, crate::server::audit::AuditLog::written),
+            ),
+            (
+                "reg_audit_dropped_total",
+                "counter",
+                "Audit lines dropped because the audit writer fell behind (each loss is also \
+                 written to the audit log as an audit_overflow line).",
+                audit.map_or(0, crate::server::audit::AuditLog::dropped),
+            ),
             (
                 "reg_connections_open",
                 "gauge",
@@ -343,7 +370,7 @@ mod tests {
         metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
         metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
         metrics.request(Route::Other, &Method::POST, StatusCode::IM_A_TEAPOT);
-        let text = metrics.render(&registry, 0);
+        let text = metrics.render(&registry, 0, None);
         assert!(text.contains(
             "reg_http_requests_total{route=\"/consumer\",method=\"GET\",status=\"200\"} 2\n"
         ));

@@ -56,6 +56,8 @@
 //! and every poll ends within [`ServerConfig::max_wait`] anyway. (HTTP/2: a reset stream or a
 //! closed connection drops the stream's future the same way.)
 
+pub mod audit;
+pub mod auth;
 mod body;
 mod config;
 mod conn;
@@ -69,6 +71,8 @@ mod query;
 mod response;
 mod routes;
 mod services;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod watch;
 
 use std::net::SocketAddr;
@@ -110,6 +114,10 @@ impl Server {
 pub struct ServerBuilder {
     registry: Option<Registry>,
     config: ServerConfig,
+    auth: auth::Auth,
+    audit: Option<Arc<audit::AuditLog>>,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl ServerBuilder {
@@ -122,6 +130,25 @@ impl ServerBuilder {
     /// Limits and timeouts (default: [`ServerConfig::default`]).
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Who may do what (default: [`Auth::open`](auth::Auth::open), everyone everything).
+    pub fn auth(mut self, auth: auth::Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Records every change, change request, take and refusal in `audit`.
+    pub fn audit(mut self, audit: Arc<audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Serves HTTPS with `tls` (keep the `Arc` to [`reload`](tls::Tls::reload) it).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Arc<tls::Tls>) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -143,7 +170,18 @@ impl ServerBuilder {
     /// [`ServerError::Io`] when the listener's address cannot be read.
     pub fn serve(self, listener: TcpListener) -> Result<RunningServer, ServerError> {
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(self.registry.unwrap_or_default(), self.config));
+        let registry = self.registry.unwrap_or_default();
+        if let Some(audit) = &self.audit {
+            let _after = registry.shared_ref().add_sink(audit.sink());
+        }
+        let mut shared = Shared::new(registry, self.config);
+        shared.auth = self.auth;
+        shared.audit = self.audit;
+        #[cfg(feature = "tls")]
+        {
+            shared.tls = self.tls;
+        }
+        let shared = Arc::new(shared);
         let task = tokio::spawn(conn::accept_loop(Arc::clone(&shared), listener));
         tokio::spawn(metrics::log_summaries(Arc::clone(&shared)));
         tracing::info!(addr = %local_addr, "listening");
@@ -171,6 +209,15 @@ pub(crate) struct Shared {
     pub(crate) peers: conn::Peers,
     /// Discovery's catalog, attached on the first discovery request.
     discovery: std::sync::OnceLock<crate::discovery::Discovery>,
+    /// Who may do what.
+    pub(crate) auth: auth::Auth,
+    /// Where requests, takes and refusals are recorded (changes come through its sink).
+    pub(crate) audit: Option<Arc<audit::AuditLog>>,
+    /// HTTPS, when configured.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<tls::Tls>>,
+    /// Correlation ids for requests that bring none: `<boot>-<n>`.
+    pub(crate) request_ids: routes::RequestIds,
 }
 
 impl Shared {
@@ -197,6 +244,11 @@ impl Shared {
             builder,
             peers: conn::Peers::default(),
             discovery: std::sync::OnceLock::new(),
+            auth: auth::Auth::open(),
+            audit: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            request_ids: routes::RequestIds::new(),
             config,
         }
     }
@@ -381,7 +433,11 @@ pub mod fuzzing {
             let shared = super::Arc::new(super::Shared::new(registry, config));
             let (mut client, server) = tokio::io::duplex(64 * 1024);
             let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-            let task = tokio::spawn(super::conn::serve_io(shared, server, peer));
+            let task = tokio::spawn(super::conn::serve_io(
+                shared,
+                server,
+                super::conn::Peer::plain(peer),
+            ));
             let (mut reader, mut writer) = tokio::io::split(&mut client);
             let write = async {
                 for chunk in chunks {

@@ -26,9 +26,11 @@ pub(crate) fn handle(shared: &Shared, route: Route) -> Result<Response<ResBody>,
             ),
         )),
         Route::Metrics => {
-            let text = shared
-                .metrics
-                .render(&shared.registry, shared.service_polls());
+            let text = shared.metrics.render(
+                &shared.registry,
+                shared.service_polls(),
+                shared.audit.as_deref(),
+            );
             let mut response = Response::new(ResBody::Full(Some(Bytes::from(text))));
             response
                 .headers_mut()

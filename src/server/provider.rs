@@ -3,6 +3,8 @@
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
+use crate::server::audit::Field;
+use crate::server::auth::{Caller, Right};
 use crate::server::body::parse_entries;
 use crate::server::error::ServerError;
 use crate::server::query::Query;
@@ -16,17 +18,23 @@ use crate::store::Change;
 pub(crate) async fn put(
     shared: &Shared,
     request: Request<Incoming>,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
     for entry in &entries {
         services::check_entry(&entry.name, &entry.value)?;
     }
+    caller.require(Right::Provide, entries.iter().map(|e| e.name.as_str()))?;
     let mut changed = None;
     for entry in entries {
-        let outcome = shared
-            .registry
-            .set(&entry.name, entry.value, entry.metadata, entry.ttl)?;
+        let outcome = shared.registry.set_as(
+            caller.origin(),
+            &entry.name,
+            entry.value,
+            entry.metadata,
+            entry.ttl,
+        )?;
         let (name, revision) = (&entry.name, outcome.revision);
         // Per-register events are debug (a fleet's churn would flood an info log; the
         // periodic summary counts them). Names are client input: `?` escapes them, so a name
@@ -54,15 +62,42 @@ pub(crate) async fn put(
 ///
 /// Takes the parsed query, not the request: the caller drops the request before parking, see
 /// [`routes::handle`].
-pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBody>, ServerError> {
+pub(crate) async fn get(
+    shared: &Shared,
+    query: Query,
+    caller: &Caller,
+) -> Result<Response<ResBody>, ServerError> {
+    // Named requests need `take` on each name; without names the caller takes only the
+    // requests it may take, and the others stay pending for their providers.
+    caller.require(Right::Take, query.names.iter().map(String::as_str))?;
+    let allowed = caller.filter(Right::Take);
+    if allowed.is_some() {
+        caller.require_somewhere(Right::Take)?;
+    }
     let selector = query.selector();
     let registry = &shared.registry;
-    let taken = match query.wait {
-        Some(wait) => tokio::time::timeout(wait, registry.take_requests(selector))
+    let taken = match (query.wait, allowed) {
+        (Some(wait), None) => tokio::time::timeout(wait, registry.take_requests(selector))
             .await
             .unwrap_or_default(),
-        None => registry.try_take_requests(&selector),
+        (Some(wait), Some(allowed)) => {
+            tokio::time::timeout(wait, registry.take_requests_where(selector, allowed))
+                .await
+                .unwrap_or_default()
+        }
+        (None, None) => registry.try_take_requests(&selector),
+        (None, Some(allowed)) => registry.try_take_requests_where(&selector, allowed),
     };
+    if let Some(audit) = &shared.audit {
+        for request in &taken {
+            let mut fields = vec![("name", Field::Str(&request.name))];
+            if let Some(origin) = &request.origin {
+                fields.push(("requested_by", Field::Str(origin.identity())));
+                fields.push(("requested_in", Field::Str(origin.request_id())));
+            }
+            audit.event("take", caller.origin(), &fields);
+        }
+    }
     Ok(routes::json(
         StatusCode::OK,
         response::requests(&taken, query.detail),
@@ -73,6 +108,7 @@ pub(crate) async fn get(shared: &Shared, query: Query) -> Result<Response<ResBod
 pub(crate) async fn delete(
     shared: &Shared,
     request: &Request<Incoming>,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     let query = Query::parse(request.uri().query(), &shared.config)?;
     if query.names.is_empty() {
@@ -81,9 +117,10 @@ pub(crate) async fn delete(
     let mut names = query.names;
     names.sort_unstable();
     names.dedup();
+    caller.require(Right::Provide, names.iter().map(String::as_str))?;
     let mut removed = None;
     for name in &names {
-        if let Some(revision) = shared.registry.try_remove(name)? {
+        if let Some(revision) = shared.registry.try_remove_as(caller.origin(), name)? {
             tracing::debug!(?name, revision, "register removed");
             removed = Some(revision);
         }

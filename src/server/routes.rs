@@ -13,7 +13,9 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, EXPECT, HOST};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::sync::mpsc;
 
-use crate::server::conn::Busy;
+use crate::server::audit::Field;
+use crate::server::auth::{Caller, Right};
+use crate::server::conn::{Busy, Peer};
 use crate::server::error::{LogSafe, ServerError};
 use crate::server::metrics::Route;
 use crate::server::query::Query;
@@ -88,19 +90,153 @@ pub(crate) fn empty(status: StatusCode) -> Response<ResBody> {
     response
 }
 
+/// The correlation-id header: taken from the caller when it sends a usable one, made up
+/// otherwise, and echoed in every response.
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
+/// Longest caller-given request id kept: 128 bytes (longer ones are replaced).
+const MAX_REQUEST_ID: usize = 128;
+
+/// Correlation ids for requests that bring none: `<boot>-<n>`, where `<boot>` differs
+/// between runs of the server (so ids from two runs do not collide in one audit trail).
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    boot: u32,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = foldhash::fast::RandomState::default().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        Self {
+            boot: hasher.finish() as u32,
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    fn next(&self) -> String {
+        // Ordering: Relaxed: ids only need to be unique.
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{:08x}-{n}", self.boot)
+    }
+}
+
+/// The request's correlation id: the caller's `X-Request-Id` when it is 1 to 128 visible
+/// ASCII characters, else a new one.
+fn request_id(shared: &Shared, request: &Request<Incoming>) -> String {
+    request
+        .headers()
+        .get(X_REQUEST_ID)
+        .map(HeaderValue::as_bytes)
+        .filter(|id| {
+            !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.iter().all(u8::is_ascii_graphic)
+        })
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .map_or_else(|| shared.request_ids.next(), str::to_owned)
+}
+
+/// The bearer token a request carries: `Authorization: Bearer <token>`, or Consul's
+/// `X-Consul-Token`.
+fn bearer(request: &Request<Incoming>) -> Result<Option<&str>, ServerError> {
+    if let Some(value) = request.headers().get(hyper::header::AUTHORIZATION) {
+        let text = value.to_str().unwrap_or("");
+        let token = text
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty());
+        return match token {
+            Some(token) => Ok(Some(token)),
+            None => Err(ServerError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`".into(),
+            )),
+        };
+    }
+    Ok(request
+        .headers()
+        .get("x-consul-token")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|token| !token.is_empty()))
+}
+
 /// Answers one request. Never fails: errors become JSON error responses.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     request: Request<Incoming>,
     busy: Busy,
+    peer: &Peer,
 ) -> Response<ResBody> {
     let route = Route::of(request.uri().path());
     let method = request.method().clone();
+    let request_id = request_id(shared, &request);
+    let mut audit_path = None;
+    let mut caller = None;
     let result = match check_head(&request, &shared.config) {
-        Ok(()) => route_request(shared, route, &method, request, busy).await,
+        Ok(()) => match bearer(&request)
+            .and_then(|token| shared.auth.authenticate(token, peer.identity.as_deref()))
+        {
+            Ok(principal) => {
+                let who = Caller::new(principal, &request_id, peer.addr);
+                if shared.audit.is_some() {
+                    audit_path = Some(path_for_message(&request));
+                }
+                caller = Some(who.clone());
+                route_request(shared, route, &method, request, busy, &who).await
+            }
+            Err(error) => {
+                audit_path = Some(path_for_message(&request));
+                Err(error)
+            }
+        },
         Err(error) => Err(error),
     };
-    let response = result.unwrap_or_else(|error| error_response(&error));
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            if let (Some(audit), true) = (
+                &shared.audit,
+                matches!(
+                    error,
+                    ServerError::Unauthorized(_) | ServerError::Forbidden { .. }
+                ),
+            ) {
+                let origin = match &caller {
+                    Some(caller) => caller.origin().clone(),
+                    None => crate::store::Origin::new(
+                        peer.identity.as_deref().unwrap_or("unknown"),
+                        &request_id,
+                        Some(peer.addr),
+                    ),
+                };
+                let status = u64::from(error.status().as_u16());
+                let message = error.to_string();
+                let path = audit_path.as_deref().unwrap_or("");
+                let mut fields = vec![
+                    ("status", Field::Num(status)),
+                    ("method", Field::Str(method.as_str())),
+                    ("path", Field::Str(path)),
+                    ("error", Field::Str(&message)),
+                ];
+                if let ServerError::Forbidden {
+                    name: Some(name), ..
+                } = &error
+                {
+                    fields.push(("name", Field::Str(name)));
+                }
+                audit.event("denied", &origin, &fields);
+            }
+            error_response(&error)
+        }
+    };
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(X_REQUEST_ID, id);
+    }
     shared.metrics.request(route, &method, response.status());
     response
 }
@@ -153,29 +289,35 @@ async fn route_request(
     method: &Method,
     request: Request<Incoming>,
     busy: Busy,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     match (route, method) {
         (Route::Consumer, &Method::GET) => match parse_and_drop(shared, request) {
-            Ok(query) => consumer::get(shared, query).await,
+            Ok(query) => consumer::get(shared, query, caller).await,
             Err(error) => Err(error),
         },
-        (Route::Consumer, &Method::PUT) => consumer::put(shared, request).await,
+        (Route::Consumer, &Method::PUT) => consumer::put(shared, request, caller).await,
         (Route::Consumer, _) => not_allowed(&request, "GET, PUT"),
         (Route::Provider, &Method::GET) => match parse_and_drop(shared, request) {
-            Ok(query) => provider::get(shared, query).await,
+            Ok(query) => provider::get(shared, query, caller).await,
             Err(error) => Err(error),
         },
-        (Route::Provider, &Method::PUT) => provider::put(shared, request).await,
-        (Route::Provider, &Method::DELETE) => provider::delete(shared, &request).await,
+        (Route::Provider, &Method::PUT) => provider::put(shared, request, caller).await,
+        (Route::Provider, &Method::DELETE) => provider::delete(shared, &request, caller).await,
         (Route::Provider, _) => not_allowed(&request, "GET, PUT, DELETE"),
-        (Route::Watch, &Method::GET) => watch::stream(shared, &request, busy),
+        (Route::Watch, &Method::GET) => watch::stream(shared, &request, busy, caller),
         (Route::Watch, _) => not_allowed(&request, "GET"),
-        (Route::Healthz | Route::Version | Route::Metrics, &Method::GET | &Method::HEAD) => {
+        (Route::Metrics, &Method::GET | &Method::HEAD) => {
+            // Every register's number is a gauge there: the whole registry, to admins.
+            caller.require_everywhere(Right::Admin)?;
+            ops::handle(shared, route)
+        }
+        (Route::Healthz | Route::Version, &Method::GET | &Method::HEAD) => {
             ops::handle(shared, route)
         }
         (Route::Healthz | Route::Version | Route::Metrics, _) => not_allowed(&request, "GET, HEAD"),
-        (Route::Services, _) => services::handle(shared, request, busy).await,
-        (Route::Consul, _) => consul::handle(shared, request).await,
+        (Route::Services, _) => services::handle(shared, request, busy, caller).await,
+        (Route::Consul, _) => consul::handle(shared, request, caller).await,
         (Route::Other, _) => Err(ServerError::NotFound(path_for_message(&request))),
     }
 }
@@ -217,10 +359,19 @@ pub(crate) fn error_response(error: &ServerError) -> Response<ResBody> {
         tracing::debug!(%status, error = %LogSafe(&message), "request refused");
     }
     let mut response = json(status, response::error(&message));
-    if let ServerError::MethodNotAllowed { allowed, .. } = error {
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allowed));
+    match error {
+        ServerError::MethodNotAllowed { allowed, .. } => {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allowed));
+        }
+        ServerError::Unauthorized(_) => {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"reg\""),
+            );
+        }
+        _ => {}
     }
     response
 }

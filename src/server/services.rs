@@ -22,8 +22,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::discovery::{self, Discovery, Filter, InstanceEntry, Status};
+use crate::discovery::{ServiceSummary, Services};
 use crate::format_go_duration;
 use crate::json::Json;
+use crate::server::auth::{Caller, Right};
 use crate::server::conn::Busy;
 use crate::server::consumer::X_REG_INDEX;
 use crate::server::error::ServerError;
@@ -42,12 +44,97 @@ pub(crate) fn check_entry(name: &str, value: &Json) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// What of the catalog a caller may see: the instances whose registers (`svc/<service>/<id>`)
+/// it may read — the same rule as `GET /consumer`, so a caller sees an instance through
+/// discovery exactly when it could read its register.
+#[derive(Clone)]
+pub(crate) struct Visible(Option<crate::server::auth::NameFilter>);
+
+impl Visible {
+    /// For `caller`; refuses a caller that may read nothing at all.
+    pub(crate) fn of(caller: &Caller) -> Result<Visible, ServerError> {
+        let filter = caller.filter(Right::Read);
+        if filter.is_some() {
+            caller.require_somewhere(Right::Read)?;
+        }
+        Ok(Visible(filter))
+    }
+
+    /// Whether the caller may see this instance.
+    pub(crate) fn sees(&self, entry: &InstanceEntry) -> bool {
+        match &self.0 {
+            None => true,
+            Some(filter) => filter(&discovery::register_name(
+                &entry.instance.service,
+                &entry.instance.id,
+            )),
+        }
+    }
+
+    /// Keeps the instances the caller may see.
+    pub(crate) fn instances(
+        &self,
+        mut entries: Vec<Arc<InstanceEntry>>,
+    ) -> Vec<Arc<InstanceEntry>> {
+        if self.0.is_some() {
+            entries.retain(|entry| self.sees(entry));
+        }
+        entries
+    }
+
+    /// The services the caller may see some instance of, each summarized from those
+    /// instances alone (no counts of what it may not see).
+    pub(crate) fn services(&self, discovery: &Discovery, services: Services) -> Services {
+        if self.0.is_none() {
+            return services;
+        }
+        let mut out = Vec::new();
+        for summary in services.services {
+            let entries =
+                self.instances(discovery.instances(&summary.name, &Filter::new()).instances);
+            if entries.is_empty() {
+                continue;
+            }
+            let mut tags: Vec<String> = entries
+                .iter()
+                .flat_map(|e| e.instance.tags.clone())
+                .collect();
+            tags.sort_unstable();
+            tags.dedup();
+            let mut versions: Vec<String> = entries
+                .iter()
+                .map(|e| e.instance.version.clone())
+                .filter(|v| !v.is_empty())
+                .collect();
+            versions.sort_unstable();
+            versions.dedup();
+            out.push(ServiceSummary {
+                name: summary.name,
+                instances: entries.len(),
+                passing: entries
+                    .iter()
+                    .filter(|e| e.instance.status == Status::Passing)
+                    .count(),
+                tags,
+                versions,
+                index: summary.index,
+            });
+        }
+        Services {
+            index: services.index,
+            services: out,
+        }
+    }
+}
+
 /// Answers a request under `/v1/services`.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     request: Request<Incoming>,
     busy: Busy,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
+    let visible = Visible::of(caller)?;
     if request.method() != Method::GET {
         return Err(ServerError::MethodNotAllowed {
             method: request.method().as_str().chars().take(16).collect(),
@@ -63,11 +150,11 @@ pub(crate) async fn handle(
     let rest = path.strip_prefix("/v1/services").unwrap_or("");
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
-        [] => list(shared, &params).await,
-        [service] => instances(shared, &query::decode_segment(service)?, &params).await,
+        [] => list(shared, &params, &visible).await,
+        [service] => instances(shared, &query::decode_segment(service)?, &params, &visible).await,
         [service, "watch"] => {
             let service = query::decode_segment(service)?;
-            watch(shared, service, &params, busy)
+            watch(shared, service, &params, busy, visible)
         }
         _ => Err(ServerError::NotFound(path.chars().take(64).collect())),
     }
@@ -109,6 +196,7 @@ fn unknown(key: &str, known: &str) -> ServerError {
 async fn list(
     shared: &Arc<Shared>,
     params: &[(String, String)],
+    visible: &Visible,
 ) -> Result<Response<ResBody>, ServerError> {
     for (key, _) in params {
         if !matches!(key.as_str(), "index" | "wait") {
@@ -121,7 +209,7 @@ async fn list(
         let after = blocking.index.unwrap_or_else(|| discovery.index());
         let _ = tokio::time::timeout(wait, discovery.wait_any(after)).await;
     }
-    let services = discovery.services();
+    let services = visible.services(&discovery, discovery.services());
     let body = json!({
         "index": services.index,
         "services": services.services.iter().map(|s| json!({
@@ -179,6 +267,7 @@ async fn instances(
     shared: &Arc<Shared>,
     service: &str,
     params: &[(String, String)],
+    visible: &Visible,
 ) -> Result<Response<ResBody>, ServerError> {
     let filter = filter(params)?;
     let blocking = blocking(params, shared)?;
@@ -189,7 +278,8 @@ async fn instances(
             .unwrap_or_else(|| discovery.instances(service, &Filter::new()).index);
         let _ = tokio::time::timeout(wait, discovery.wait(service, after)).await;
     }
-    let listed = discovery.instances(service, &filter);
+    let mut listed = discovery.instances(service, &filter);
+    listed.instances = visible.instances(listed.instances);
     // Written directly (no `Value` tree): a change answers every watcher of the service, each
     // with the whole list.
     let mut out = Vec::with_capacity(64 + listed.instances.len() * 256);
@@ -249,6 +339,7 @@ fn watch(
     service: String,
     params: &[(String, String)],
     busy: Busy,
+    visible: Visible,
 ) -> Result<Response<ResBody>, ServerError> {
     let filter = filter(params)?;
     let guard = StreamGuard::admit(shared, busy)?;
@@ -262,7 +353,8 @@ fn watch(
         let mut sent: BTreeMap<String, Revision> = BTreeMap::new();
         tokio::pin!(closed);
         loop {
-            let listed = discovery.instances(&service, &filter);
+            let mut listed = discovery.instances(&service, &filter);
+            listed.instances = visible.instances(listed.instances);
             let mut chunk = Vec::new();
             let mut now: BTreeMap<String, Revision> = BTreeMap::new();
             for entry in &listed.instances {

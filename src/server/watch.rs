@@ -53,6 +53,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response};
 use tokio::sync::mpsc;
 
+use crate::server::auth::{Caller, NameFilter, Right};
 use crate::server::conn::Busy;
 use crate::server::error::ServerError;
 use crate::server::query::{parse_index, Query};
@@ -109,8 +110,14 @@ pub(crate) fn stream(
     shared: &Arc<Shared>,
     request: &Request<Incoming>,
     busy: Busy,
+    caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
     let query = Query::parse(request.uri().query(), &shared.config)?;
+    // A caller without `read` everywhere is sent only the events of registers it may read.
+    let visible = caller.filter(Right::Read);
+    if visible.is_some() {
+        caller.require_somewhere(Right::Read)?;
+    }
     let last_event_id = match request.headers().get("last-event-id") {
         Some(value) => {
             let text = value.to_str().unwrap_or("\u{fffd}");
@@ -127,6 +134,7 @@ pub(crate) fn stream(
     let feed = Feed {
         registry,
         selector: query.selector(),
+        visible,
         subscription: Some(subscription),
         tx,
         sent: 0,
@@ -153,6 +161,8 @@ pub(crate) fn event_stream(chunks: mpsc::Receiver<Bytes>, guard: StreamGuard) ->
 struct Feed {
     registry: Registry,
     selector: Selector,
+    /// Which selected registers the caller may see (`None`: all).
+    visible: Option<NameFilter>,
     /// The feed, while the client keeps up. Let go of while the client's queue is full, so
     /// that a client that stopped reading pins no events of the feed's shared ring (up to
     /// the feed's capacity of register snapshots, whatever their size); taken again, with a
@@ -320,11 +330,15 @@ impl Feed {
             }
             if set_first {
                 if let Some(register) = sets.next() {
-                    push_set(&mut chunk, register);
+                    if self.sees(register.name()) {
+                        push_set(&mut chunk, register);
+                    }
                     self.sent = self.sent.max(register.revision());
                 }
             } else if let Some((name, removed, kind)) = removals.next() {
-                push_removal(&mut chunk, *kind, name, *removed);
+                if self.sees(name) {
+                    push_removal(&mut chunk, *kind, name, *removed);
+                }
                 self.sent = self.sent.max(*removed);
             }
         }
@@ -332,9 +346,17 @@ impl Feed {
         self.send(chunk).await
     }
 
-    /// Appends a live event if it is selected and newer than what was sent.
+    /// Whether the caller may see `name`.
+    fn sees(&self, name: &str) -> bool {
+        self.visible.as_ref().is_none_or(|visible| visible(name))
+    }
+
+    /// Appends a live event if it is selected, visible and newer than what was sent.
     fn push_event(&mut self, chunk: &mut Vec<u8>, event: &Event) {
-        if event.revision <= self.sent || !self.selector.contains(&event.name) {
+        if event.revision <= self.sent
+            || !self.selector.contains(&event.name)
+            || !self.sees(&event.name)
+        {
             return;
         }
         self.sent = event.revision;

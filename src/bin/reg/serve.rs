@@ -124,6 +124,69 @@ pub(crate) struct ServeArgs {
     /// before the damage and dropping the rest (a torn last record is always dropped).
     #[arg(long, env = "REG_REPAIR")]
     repair: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Reloaded
+    /// with the key and client CA on SIGHUP, without dropping connections.
+    #[arg(long, env = "REG_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "REG_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM) — mTLS. A certificate's CN (or
+    /// first SAN) is the caller's identity for `cert = "…"` principals in --auth.
+    #[arg(
+        long,
+        env = "REG_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Principals (bearer tokens, certificate identities) and their rights by register name
+    /// (TOML; see the README's Security section). Without it everyone may do everything.
+    #[arg(long, env = "REG_AUTH", value_name = "FILE")]
+    auth: Option<PathBuf>,
+
+    /// Write every change, change request, take and refused request to this file, one JSON
+    /// line each.
+    #[arg(long, env = "REG_AUDIT_LOG", value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+
+    /// Rotate the audit log when it passes this size (bytes; K, M, G suffixes).
+    #[arg(long, env = "REG_AUDIT_MAX_SIZE", default_value = "100M", value_parser = parse_size)]
+    audit_max_size: u64,
+
+    /// Rotated audit logs kept (FILE.1 … FILE.N).
+    #[arg(long, env = "REG_AUDIT_KEEP", default_value_t = server::audit::DEFAULT_KEEP)]
+    audit_keep: usize,
+}
+
+/// A size flag: bytes, or with a K, M or G suffix (powers of 1024).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: use bytes or a K, M or G suffix"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid size {text:?}: use bytes or a K, M or G suffix"))
 }
 
 /// A write past the process's file-size limit (`ulimit -f`) raises SIGXFSZ, whose default is
@@ -265,11 +328,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
 
-    let server = Server::builder()
-        .registry(registry)
-        .config(config)
-        .bind(&args.addr)
-        .await?;
+    let mut builder = Server::builder().registry(registry).config(config);
+    let open = args.auth.is_none();
+    if let Some(path) = &args.auth {
+        let auth = server::auth::Auth::load(path)?;
+        tracing::info!(principals = auth.principals(), file = %path.display(), "access rules loaded");
+        builder = builder.auth(auth);
+    }
+    let audit = match &args.audit_log {
+        Some(path) => {
+            let audit = server::audit::AuditLog::open(path, args.audit_max_size, args.audit_keep)
+                .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+            builder = builder.audit(std::sync::Arc::clone(&audit));
+            Some(audit)
+        }
+        None => None,
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = server::tls::Tls::load(server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            })?;
+            builder = builder.tls(std::sync::Arc::clone(&tls));
+            Some(tls)
+        }
+        _ => None,
+    };
+    let server = builder.bind(&args.addr).await?;
+    if open && !server.local_addr().ip().is_loopback() {
+        tracing::warn!(
+            addr = %server.local_addr(),
+            "no --auth: anyone who can reach this address can read, change and delete every \
+             register and take every change request; bind to 127.0.0.1 or give --auth"
+        );
+    }
+    if let Some(tls) = tls {
+        reload_on_hangup(tls)?;
+    }
 
     // Signal handlers go in before the address is announced: a supervisor that read the
     // announcement may signal at once.
@@ -292,6 +389,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     drop(stdout);
 
     server.wait().await?;
+    if let Some(audit) = audit {
+        audit.flush();
+    }
+    Ok(())
+}
+
+/// Reloads the TLS certificate, key and client CA on SIGHUP (as nginx does); a reload that
+/// fails keeps serving with the old ones and says why.
+fn reload_on_hangup(tls: std::sync::Arc<server::tls::Tls>) -> anyhow::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: TLS reload failed; keeping the old certificates")
+                }
+            }
+        }
+    });
     Ok(())
 }
 
@@ -328,7 +446,18 @@ impl Signals {
 
 #[cfg(test)]
 mod tests {
-    use super::open_file_limit;
+    use super::{open_file_limit, parse_size};
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("").is_err());
+    }
 
     #[test]
     fn reads_the_soft_open_file_limit() {
