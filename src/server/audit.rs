@@ -70,9 +70,18 @@ impl AuditLog {
     /// # Errors
     /// When the file cannot be opened for appending.
     pub fn open(path: &Path, max_bytes: u64, keep: usize) -> io::Result<Arc<AuditLog>> {
+        Self::open_with_queue(path, max_bytes, keep, QUEUE_LINES)
+    }
+
+    fn open_with_queue(
+        path: &Path,
+        max_bytes: u64,
+        keep: usize,
+        queue: usize,
+    ) -> io::Result<Arc<AuditLog>> {
         let file = open_append(path)?;
         let size = file.metadata()?.len();
-        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        let (tx, rx) = mpsc::sync_channel(queue);
         let log = Arc::new(AuditLog {
             tx,
             dropped: AtomicU64::new(0),
@@ -381,6 +390,61 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_796_661_059_001), "2026-12-07T16:30:59.001Z");
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_drops_counts_and_says_so() {
+        // The log is a FIFO whose reader the test holds without reading: once the pipe's
+        // buffer is full the writer thread blocks in write(2), the queue fills, and pushes
+        // (which never block) are dropped and counted.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let opener = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::File::open(path).unwrap())
+        };
+        let log = AuditLog::open_with_queue(&path, u64::MAX, 0, 4).unwrap();
+        let mut reader = opener.join().unwrap();
+        let origin = Origin::new("flood", "r", None);
+        let filler = "x".repeat(1000);
+        let mut pushed = 0u64;
+        while log.dropped() == 0 {
+            assert!(pushed < 1_000_000, "nothing was ever dropped");
+            log.event("request", &origin, &[("value", Field::Str(&filler))]);
+            pushed += 1;
+        }
+        let dropped = log.dropped();
+        // Read what the writer wrote; it then catches up and reports the loss.
+        let drain = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut reader, &mut text).unwrap();
+            text
+        });
+        log.flush();
+        let written = log.written();
+        drop(log);
+        let text = drain.join().unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let overflow: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|line| line["event"] == "audit_overflow")
+            .collect();
+        assert_eq!(overflow.len(), 1, "one report for one loss");
+        assert_eq!(overflow[0]["dropped"].as_u64(), Some(dropped));
+        assert_eq!(written, lines.len() as u64);
+        assert_eq!(
+            written + dropped,
+            pushed + 1,
+            "every line written or counted"
+        );
     }
 
     #[test]

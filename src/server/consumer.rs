@@ -133,3 +133,54 @@ pub(crate) async fn put(
     shared.registry.durable_all().await?;
     Ok(routes::empty(StatusCode::ACCEPTED))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::{Json, Registry, Selector};
+
+    /// Polls once with a no-op waker: has the wait ended?
+    fn ended(wait: std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        wait.poll(&mut cx) == Poll::Ready(())
+    }
+
+    #[test]
+    fn a_restricted_long_poll_ignores_changes_it_may_not_see() {
+        let registry = Registry::builder().manual_expiry().build();
+        let visible: NameFilter = Arc::new(|name: &str| name.starts_with("public."));
+        let after = registry.revision();
+        let mut wait = pin!(wait_visible(
+            &registry,
+            &Selector::All,
+            after,
+            Some(&visible)
+        ));
+        assert!(!ended(wait.as_mut()));
+        registry
+            .set("private.a", Json::from(1_i64), None, None)
+            .unwrap();
+        assert!(!ended(wait.as_mut()), "woken by a register it may not read");
+        registry.remove("private.a");
+        assert!(!ended(wait.as_mut()), "woken by a removal it may not see");
+        registry
+            .set("public.b", Json::from(2_i64), None, None)
+            .unwrap();
+        assert!(ended(wait.as_mut()), "a visible change ends it");
+
+        // Unrestricted, any change ends it.
+        let after = registry.revision();
+        let mut wait = pin!(wait_visible(&registry, &Selector::All, after, None));
+        assert!(!ended(wait.as_mut()));
+        registry
+            .set("private.c", Json::from(3_i64), None, None)
+            .unwrap();
+        assert!(ended(wait.as_mut()));
+    }
+}

@@ -140,9 +140,10 @@ fn request_id(shared: &Shared, request: &Request<Incoming>) -> String {
         .map_or_else(|| shared.request_ids.next(), str::to_owned)
 }
 
-/// The bearer token a request carries: `Authorization: Bearer <token>`, or Consul's
-/// `X-Consul-Token`.
-fn bearer(request: &Request<Incoming>) -> Result<Option<&str>, ServerError> {
+/// The bearer token a request carries: `Authorization: Bearer <token>`; on Consul's paths
+/// also `X-Consul-Token` or the `token` query parameter, as Consul takes them (python-consul
+/// sends the parameter).
+fn bearer(request: &Request<Incoming>, route: Route) -> Result<Option<String>, ServerError> {
     if let Some(value) = request.headers().get(hyper::header::AUTHORIZATION) {
         let text = value.to_str().unwrap_or("");
         let token = text
@@ -151,18 +152,28 @@ fn bearer(request: &Request<Incoming>) -> Result<Option<&str>, ServerError> {
             .map(|(_, token)| token.trim())
             .filter(|token| !token.is_empty());
         return match token {
-            Some(token) => Ok(Some(token)),
+            Some(token) => Ok(Some(token.to_owned())),
             None => Err(ServerError::Unauthorized(
                 "the Authorization header must be `Bearer <token>`".into(),
             )),
         };
     }
-    Ok(request
+    if route != Route::Consul {
+        return Ok(None);
+    }
+    if let Some(token) = request
         .headers()
         .get("x-consul-token")
         .and_then(|value| value.to_str().ok())
         .map(str::trim)
-        .filter(|token| !token.is_empty()))
+        .filter(|token| !token.is_empty())
+    {
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(crate::server::query::pairs(request.uri().query())?
+        .into_iter()
+        .find(|(key, value)| key == "token" && !value.is_empty())
+        .map(|(_, token)| token))
 }
 
 /// Answers one request. Never fails: errors become JSON error responses.
@@ -178,9 +189,11 @@ pub(crate) async fn handle(
     let mut audit_path = None;
     let mut caller = None;
     let result = match check_head(&request, &shared.config) {
-        Ok(()) => match bearer(&request)
-            .and_then(|token| shared.auth.authenticate(token, peer.identity.as_deref()))
-        {
+        Ok(()) => match bearer(&request, route).and_then(|token| {
+            shared
+                .auth
+                .authenticate(token.as_deref(), peer.identity.as_deref())
+        }) {
             Ok(principal) => {
                 let who = Caller::new(principal, &request_id, peer.addr);
                 if shared.audit.is_some() {
