@@ -10,6 +10,8 @@
 //! `PROPTEST_CASES` for a longer run.
 #![allow(clippy::unwrap_used)]
 
+#[cfg(feature = "server")]
+mod auth;
 mod discovery;
 mod model;
 #[cfg(feature = "persist")]

@@ -231,6 +231,11 @@ impl Auth {
         Ok(auth)
     }
 
+    /// The `anonymous` principal: what callers without credentials may do.
+    pub fn anonymous(&self) -> &Principal {
+        &self.anonymous
+    }
+
     /// The principals the file names (without `anonymous`).
     pub fn principals(&self) -> usize {
         let mut seen: Vec<*const Principal> = self
