@@ -17,16 +17,35 @@ fn glob(pattern: &[char], name: &[char]) -> bool {
 }
 
 fn pattern() -> impl Strategy<Value = String> {
-    proptest::collection::vec(prop_oneof![Just('a'), Just('b'), Just('.'), Just('*'), Just('?'), Just('é')], 0..7)
-        .prop_map(|chars| chars.into_iter().collect())
+    proptest::collection::vec(
+        prop_oneof![
+            Just('a'),
+            Just('b'),
+            Just('.'),
+            Just('*'),
+            Just('?'),
+            Just('é')
+        ],
+        0..7,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
 }
 
 fn name() -> impl Strategy<Value = String> {
-    proptest::collection::vec(prop_oneof![Just('a'), Just('b'), Just('.'), Just('é')], 0..8)
-        .prop_map(|chars| chars.into_iter().collect())
+    proptest::collection::vec(
+        prop_oneof![Just('a'), Just('b'), Just('.'), Just('é')],
+        0..8,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
 }
 
-const RIGHTS: [Right; 5] = [Right::Read, Right::Provide, Right::Request, Right::Take, Right::Admin];
+const RIGHTS: [Right; 5] = [
+    Right::Read,
+    Right::Provide,
+    Right::Request,
+    Right::Take,
+    Right::Admin,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]

@@ -409,7 +409,7 @@ fn watch_prints_events_and_resumes_after_a_reconnect() {
 fn a_bad_registry_url_is_a_clear_error() {
     for (url, reason) in [
         ("foo", r#"invalid registry url "foo": missing scheme"#),
-        ("https://example.com", "https is not supported"),
+        ("ftp://example.com", "unsupported scheme"),
         ("http://h:8080/?q=1", "query string"),
     ] {
         let out = run(reg_at(url, &["get", "x"]));

@@ -141,7 +141,15 @@ async fn every_route_refuses_without_the_right_and_changes_nothing() {
     let put = r#"{"registers":{"sensors.1.new":{"value":1},"sensors.2.temp":{"value":2}}}"#;
     let consul = r#"{"Name":"db","ID":"d1","Address":"10.0.0.2","Port":5432}"#;
     // (who, method, target, body, status, the name the error must give)
-    let refused: &[(Option<&str>, &str, &str, Option<&str>, u16, &str)] = &[
+    type Case<'a> = (
+        Option<&'a str>,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let refused: &[Case<'_>] = &[
         (None, "PUT", "/provider", Some(put), 401, "provide"),
         (
             Some("reader"),

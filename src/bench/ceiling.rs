@@ -112,6 +112,11 @@ impl Ceiling {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// How the load generator reaches it: plain HTTP, no token.
+    pub(crate) fn peer(&self) -> crate::bench::http::Peer {
+        crate::bench::http::Peer::plain(self.addr)
+    }
 }
 
 impl Drop for Ceiling {

@@ -97,7 +97,7 @@ async fn write_all(
     for chunk in registers.chunks(1000) {
         expect(
             conn,
-            &put_provider(under.addr, chunk, ttl),
+            &put_provider(&under.peer, chunk, ttl),
             "writing registers",
         )
         .await?;
@@ -110,9 +110,9 @@ async fn service_polls(under: &Under) -> Option<u64> {
     if let Some(server) = &under.server {
         return Some(crate::discovery::Discovery::new(server.registry()).parked() as u64);
     }
-    let mut conn = Conn::connect(under.addr, None).await.ok()?;
+    let mut conn = Conn::connect(&under.peer, None).await.ok()?;
     let response = conn
-        .send(&request("GET", "/metrics", under.addr, None))
+        .send(&request("GET", "/metrics", &under.peer, None))
         .await
         .ok()?;
     let text = String::from_utf8_lossy(&response.body);
@@ -185,14 +185,14 @@ async fn measure(
     round: usize,
 ) -> Result<(hdrhistogram::Histogram<u64>, u64, bool), BenchError> {
     let services = options.services.max(1);
-    let mut control = connect(under.addr, 0).await?;
+    let mut control = connect(&under.peer, 0).await?;
     let index_path = match route {
         Route::Discovery => "/v1/services".to_string(),
         Route::Plain => format!("/consumer?name={}", plain_register(0)),
     };
     let first = expect(
         &mut control,
-        &request("GET", &index_path, under.addr, None),
+        &request("GET", &index_path, &under.peer, None),
         "reading",
     )
     .await?;
@@ -201,11 +201,11 @@ async fn measure(
     let mut watchers: Vec<Vec<Conn>> = (0..services).map(|_| Vec::new()).collect();
     for w in 0..options.watchers {
         let s = w % services;
-        let mut conn = connect(under.addr, w + 1).await?;
+        let mut conn = connect(&under.peer, w + 1).await?;
         conn.write(&request(
             "GET",
             &poll_path(route, options, s, index),
-            under.addr,
+            &under.peer,
             None,
         ))
         .await
@@ -239,7 +239,7 @@ async fn measure(
         let put_at = Instant::now();
         let put = expect(
             &mut control,
-            &put_provider(under.addr, &[(name, value)], ttl),
+            &put_provider(&under.peer, &[(name, value)], ttl),
             "the change",
         )
         .await?;
@@ -251,7 +251,7 @@ async fn measure(
                     index = index.max(answer.index.unwrap_or(index));
                     let path = poll_path(route, options, s, answer.index.unwrap_or(index));
                     if conn
-                        .write(&request("GET", &path, under.addr, None))
+                        .write(&request("GET", &path, &under.peer, None))
                         .await
                         .is_ok()
                     {
@@ -293,10 +293,10 @@ async fn fetch_instances(
     under: &Under,
     service: &str,
 ) -> Result<Vec<Arc<InstanceEntry>>, BenchError> {
-    let mut conn = connect(under.addr, 0).await?;
+    let mut conn = connect(&under.peer, 0).await?;
     let response = expect(
         &mut conn,
-        &request("GET", &format!("/v1/services/{service}"), under.addr, None),
+        &request("GET", &format!("/v1/services/{service}"), &under.peer, None),
         "reading a service",
     )
     .await?;
@@ -329,10 +329,10 @@ pub(crate) async fn discovery(
     }
     let ttl = crate::format_go_duration(common.ttl());
     let mut notes = Vec::new();
-    let mut control = connect(under.addr, 0).await?;
+    let mut control = connect(&under.peer, 0).await?;
     // The catalog attaches on the first discovery request: before the RSS baseline.
     let probe = control
-        .send(&request("GET", "/v1/services", under.addr, None))
+        .send(&request("GET", "/v1/services", &under.peer, None))
         .await
         .map_err(BenchError::io("reading /v1/services"))?;
     if probe.status != 200 {

@@ -6,9 +6,13 @@
 //! must cost as little as possible per request so the generator is not the bottleneck on a
 //! 2-core machine. This is wrk's approach: pre-built request bytes, one buffer per connection.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
+#[cfg(all(feature = "tls", feature = "client"))]
+use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -26,11 +30,86 @@ pub(crate) struct Response {
     pub(crate) body: Vec<u8>,
 }
 
+/// Where the generator's connections go and how: the address, TLS for an `https` target, and
+/// the bearer token each request carries. Cheap to clone (one per task).
+#[derive(Clone)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// `Authorization: Bearer <token>\r\n`, copied into every request built for this peer;
+    /// empty without a token.
+    authorization: Arc<str>,
+    /// The TLS client and the name the server's certificate must carry; `None` for plain
+    /// HTTP.
+    #[cfg(all(feature = "tls", feature = "client"))]
+    tls: Option<Tls>,
+}
+
+/// TLS towards one server.
+#[cfg(all(feature = "tls", feature = "client"))]
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) connector: tokio_rustls::TlsConnector,
+    pub(crate) name: rustls_pki_types::ServerName<'static>,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Peer");
+        debug.field("addr", &self.addr);
+        // The token is a secret: say whether there is one, never what it is.
+        debug.field("token", &!self.authorization.is_empty());
+        #[cfg(all(feature = "tls", feature = "client"))]
+        debug.field("tls", &self.tls.as_ref().map(|tls| &tls.name));
+        debug.finish()
+    }
+}
+
+impl Peer {
+    /// Plain HTTP without a token: the in-process server and the ceiling servers.
+    pub(crate) fn plain(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            authorization: Arc::from(""),
+            #[cfg(all(feature = "tls", feature = "client"))]
+            tls: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub(crate) fn with_token(mut self, token: &str) -> Peer {
+        self.authorization = Arc::from(format!("Authorization: Bearer {token}\r\n"));
+        self
+    }
+
+    /// Whether connections speak TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        #[cfg(all(feature = "tls", feature = "client"))]
+        return self.tls.is_some();
+        #[cfg(not(all(feature = "tls", feature = "client")))]
+        return false;
+    }
+
+    /// Speaks TLS to the server.
+    #[cfg(all(feature = "tls", feature = "client"))]
+    pub(crate) fn with_tls(mut self, tls: Tls) -> Peer {
+        self.tls = Some(tls);
+        self
+    }
+}
+
 /// One keep-alive connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    /// Boxed: a TLS session is ~1 KiB beside a socket's handful of bytes.
+    #[cfg(all(feature = "tls", feature = "client"))]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// The source address for connection number `n`: 127.0.0.1 … 127.0.0.250, round robin, when
@@ -46,8 +125,10 @@ pub(crate) fn source_ip(target: SocketAddr, n: usize) -> Option<IpAddr> {
 }
 
 impl Conn {
-    /// Connects to `target` from `source` (port chosen by the system).
-    pub(crate) async fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<Conn> {
+    /// Connects to `peer` from `source` (port chosen by the system), with the TLS handshake
+    /// for an `https` peer.
+    pub(crate) async fn connect(peer: &Peer, source: Option<IpAddr>) -> io::Result<Conn> {
+        let target = peer.addr;
         let socket = match target {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -57,47 +138,80 @@ impl Conn {
         }
         let stream = socket.connect(target).await?;
         stream.set_nodelay(true)?;
+        #[cfg(all(feature = "tls", feature = "client"))]
+        if let Some(tls) = &peer.tls {
+            let stream = tls.connector.connect(tls.name.clone(), stream).await?;
+            return Ok(Conn {
+                stream: Stream::Tls(Box::new(stream)),
+                buf: Vec::new(),
+            });
+        }
         Ok(Conn {
-            stream,
+            stream: Stream::Plain(stream),
             buf: Vec::new(),
         })
     }
 
     /// Sends one request (complete bytes) and reads its response.
     pub(crate) async fn send(&mut self, request: &[u8]) -> io::Result<Response> {
-        self.stream.write_all(request).await?;
+        self.write(request).await?;
         self.read_response().await
     }
 
     /// Writes request bytes without waiting for the answer (for parked long polls).
     pub(crate) async fn write(&mut self, request: &[u8]) -> io::Result<()> {
-        self.stream.write_all(request).await
+        match &mut self.stream {
+            Stream::Plain(stream) => stream.write_all(request).await,
+            #[cfg(all(feature = "tls", feature = "client"))]
+            Stream::Tls(stream) => {
+                stream.write_all(request).await?;
+                // rustls holds written records until flushed.
+                stream.flush().await
+            }
+        }
     }
 
     /// Reads one response.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: bytes read stay in the buffer for the next call.
     pub(crate) async fn read_response(&mut self) -> io::Result<Response> {
         loop {
             if let Some((response, used)) = parse(&self.buf)? {
                 self.buf.drain(..used);
                 return Ok(response);
             }
-            // Wait for readiness before growing the buffer: a parked long poll then holds no
-            // read buffer at all.
-            self.stream.readable().await?;
-            let start = self.buf.len();
-            self.buf.resize(start + READ_CHUNK, 0);
-            let read = self.stream.try_read(&mut self.buf[start..]);
-            let n = match read {
-                Ok(n) => n,
-                Err(error) => {
-                    self.buf.truncate(start);
-                    if error.kind() == io::ErrorKind::WouldBlock {
-                        continue;
+            let n = match &mut self.stream {
+                Stream::Plain(stream) => {
+                    // Wait for readiness before growing the buffer: a parked long poll then
+                    // holds no read buffer at all.
+                    stream.readable().await?;
+                    let start = self.buf.len();
+                    self.buf.resize(start + READ_CHUNK, 0);
+                    let read = stream.try_read(&mut self.buf[start..]);
+                    match read {
+                        Ok(n) => {
+                            self.buf.truncate(start + n);
+                            n
+                        }
+                        Err(error) => {
+                            self.buf.truncate(start);
+                            if error.kind() == io::ErrorKind::WouldBlock {
+                                continue;
+                            }
+                            return Err(error);
+                        }
                     }
-                    return Err(error);
+                }
+                // The socket's readiness says nothing of what rustls already decrypted, so
+                // read through it; `read_buf` appends only what arrived (cancel safe).
+                #[cfg(all(feature = "tls", feature = "client"))]
+                Stream::Tls(stream) => {
+                    self.buf.reserve(READ_CHUNK);
+                    stream.read_buf(&mut self.buf).await?
                 }
             };
-            self.buf.truncate(start + n);
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -193,10 +307,12 @@ fn parse_chunked(mut rest: &[u8]) -> io::Result<Option<(Vec<u8>, usize)>> {
     }
 }
 
-/// Builds request bytes.
-pub(crate) fn request(method: &str, path: &str, host: SocketAddr, body: Option<&[u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + body.map_or(0, <[u8]>::len));
+/// Builds request bytes for `peer` (its token, if any, included).
+pub(crate) fn request(method: &str, path: &str, peer: &Peer, body: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + peer.authorization.len() + body.map_or(0, <[u8]>::len));
+    let host = peer.addr;
     out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n").as_bytes());
+    out.extend_from_slice(peer.authorization.as_bytes());
     match body {
         Some(body) => {
             out.extend_from_slice(
@@ -234,6 +350,22 @@ mod tests {
         assert_eq!(response.body, b"abcde");
         assert_eq!(used, chunked.len());
         assert!(parse(&chunked[..chunked.len() - 3]).unwrap().is_none());
+    }
+
+    #[test]
+    fn requests_carry_the_token() {
+        let peer = Peer::plain("127.0.0.1:80".parse().unwrap());
+        let plain = request("GET", "/consumer", &peer, None);
+        assert_eq!(
+            plain,
+            b"GET /consumer HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n"
+        );
+        let with_token = request("PUT", "/x", &peer.with_token("t0k"), Some(b"{}"));
+        assert_eq!(
+            String::from_utf8(with_token).unwrap(),
+            "PUT /x HTTP/1.1\r\nHost: 127.0.0.1:80\r\nAuthorization: Bearer t0k\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
     }
 
     #[test]

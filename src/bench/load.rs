@@ -7,7 +7,6 @@
 //! a second of latency for every request that should have gone out meanwhile — which is what
 //! users would have seen — instead of one slow sample (Gil Tene's correction, as in wrk2).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::bench::http::{source_ip, Conn};
+use crate::bench::http::{source_ip, Conn, Peer};
 
 /// Latencies are recorded in microseconds, from 1 µs to 5 minutes, 3 significant digits.
 pub(crate) const HIST_MAX_US: u64 = 300_000_000;
@@ -38,7 +37,7 @@ pub(crate) fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
-    pub(crate) target: SocketAddr,
+    pub(crate) target: Peer,
     pub(crate) connections: usize,
     /// Requests per second over all connections; `None`: closed loop, as fast as answered.
     pub(crate) rate: Option<f64>,
@@ -114,7 +113,7 @@ pub(crate) async fn run(load: &Load, requests: Requests) -> std::io::Result<Load
     // Connect everything first, so connection set-up is not measured.
     let mut conns = Vec::with_capacity(load.connections);
     for n in 0..load.connections.max(1) {
-        conns.push(Conn::connect(load.target, source_ip(load.target, n)).await?);
+        conns.push(Conn::connect(&load.target, source_ip(load.target.addr, n)).await?);
     }
     let start = Instant::now();
     let measure_from = start + load.warmup;
@@ -220,7 +219,7 @@ async fn connection(
             }
             Err(_) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                match Conn::connect(load.target, source_ip(load.target, n)).await {
+                match Conn::connect(&load.target, source_ip(load.target.addr, n)).await {
                     Ok(fresh) => conn = fresh,
                     Err(_) => break,
                 }

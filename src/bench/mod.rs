@@ -25,6 +25,9 @@
 //! alternating which goes first, and reports the median run with every run's figures beside
 //! it and warnings where the machine was too noisy to trust (see `report.rs`).
 //!
+//! **HTTPS.** A `https://` target is measured over TLS (with [`Common::access`]'s CA file,
+//! client certificate and token); the ceiling stays plain HTTP, and the report says so.
+//!
 //! Load is open-loop at a target rate with coordinated-omission-corrected latency (see
 //! `load.rs`), or closed-loop (as fast as answered) when no rate is given. Client connections
 //! are spread over 127.0.0.x source addresses.
@@ -36,7 +39,9 @@ mod load;
 mod report;
 mod scenarios;
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use ceiling::serve_ceiling;
@@ -44,6 +49,7 @@ pub use discovery::DiscoveryOptions;
 pub use report::{Latency, Machine, Report, Row, RunFigures, Timeline, NOISY};
 pub use scenarios::{CommandsOptions, FanoutOptions, FleetOptions, ThroughputOptions};
 
+use crate::bench::http::Peer;
 use crate::server::{RunningServer, Server, ServerConfig};
 use crate::Registry;
 
@@ -51,7 +57,7 @@ use crate::Registry;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BenchError {
-    /// The target URL is not `http://host:port`.
+    /// The target URL is not `http[s]://host:port`.
     #[error("invalid target url {url:?}: {reason}")]
     InvalidUrl {
         /// The URL given.
@@ -62,6 +68,9 @@ pub enum BenchError {
     /// A parameter is out of range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+    /// The TLS set-up for an `https` target cannot be used (the message names the file).
+    #[error("tls: {0}")]
+    Tls(String),
     /// Starting the in-process server failed.
     #[error("cannot start the in-process server: {0}")]
     Server(String),
@@ -90,8 +99,33 @@ impl BenchError {
 pub enum Target {
     /// Start reg's server in this process on 127.0.0.1 (any port).
     InProcess,
-    /// A running reg-compatible server at `http://host:port`.
+    /// A running reg-compatible server at `http://host:port` or `https://host:port`.
     Url(String),
+}
+
+/// What a run presents to a server at a URL beyond its address: which CAs to trust and which
+/// client certificate to show for `https`, and the bearer token every request carries. Not
+/// used for the in-process server (plain HTTP, no authentication).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// PEM file of the CA certificate(s) to trust for `https`; `None`: the system bundle
+    /// (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and private key (PEM) for a server that requires mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Sent as `Authorization: Bearer <token>` with every request.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            // The token is a secret: say whether there is one, never what it is.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Options every scenario takes.
@@ -107,6 +141,8 @@ pub struct Common {
     pub runs: usize,
     /// Measure the ceiling before reg in scenarios that measure both (`runs` alternates it).
     pub ceiling_first: bool,
+    /// TLS files and token for a [`Target::Url`].
+    pub access: Access,
 }
 
 impl Default for Common {
@@ -117,6 +153,7 @@ impl Default for Common {
             warmup: Duration::from_secs(2),
             runs: 1,
             ceiling_first: false,
+            access: Access::default(),
         }
     }
 }
@@ -165,15 +202,15 @@ impl Scenario {
     }
 }
 
-/// The server under test: its address, and the in-process server if we started it.
+/// The server under test: how to reach it, and the in-process server if we started it.
 #[derive(Debug)]
 pub(crate) struct Under {
-    pub(crate) addr: SocketAddr,
+    pub(crate) peer: Peer,
     pub(crate) server: Option<RunningServer>,
 }
 
 impl Under {
-    async fn start(target: &Target) -> Result<Under, BenchError> {
+    async fn start(target: &Target, access: &Access) -> Result<Under, BenchError> {
         match target {
             Target::InProcess => {
                 let registry = Registry::new();
@@ -189,12 +226,12 @@ impl Under {
                     .await
                     .map_err(|e| BenchError::Server(e.to_string()))?;
                 Ok(Under {
-                    addr: server.local_addr(),
+                    peer: Peer::plain(server.local_addr()),
                     server: Some(server),
                 })
             }
             Target::Url(url) => Ok(Under {
-                addr: resolve(url)?,
+                peer: peer(url, access)?,
                 server: None,
             }),
         }
@@ -232,9 +269,9 @@ impl Under {
     }
 
     async fn metrics(&self) -> Option<String> {
-        let mut conn = http::Conn::connect(self.addr, None).await.ok()?;
+        let mut conn = http::Conn::connect(&self.peer, None).await.ok()?;
         let response = conn
-            .send(&http::request("GET", "/metrics", self.addr, None))
+            .send(&http::request("GET", "/metrics", &self.peer, None))
             .await
             .ok()?;
         (response.status == 200).then(|| String::from_utf8_lossy(&response.body).into_owned())
@@ -262,32 +299,91 @@ pub(crate) fn process_rss() -> Option<u64> {
     Some(pages * 4096)
 }
 
-/// `http://host:port[/]` → a socket address.
-fn resolve(url: &str) -> Result<SocketAddr, BenchError> {
+/// A target URL and its access → how to reach it.
+fn peer(url: &str, access: &Access) -> Result<Peer, BenchError> {
+    let (https, host, addr) = resolve(url)?;
+    let mut peer = Peer::plain(addr);
+    if let Some(token) = &access.token {
+        // It goes into the request bytes as is: nothing that could end the header line.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BenchError::InvalidParameter(
+                "the token must be printable ASCII without spaces".into(),
+            ));
+        }
+        peer = peer.with_token(token);
+    }
+    if https {
+        peer = with_tls(peer, &host, access)?;
+    }
+    Ok(peer)
+}
+
+#[cfg(all(feature = "tls", feature = "client"))]
+fn with_tls(peer: Peer, host: &str, access: &Access) -> Result<Peer, BenchError> {
+    let files = crate::client::tls::TlsFiles {
+        ca_file: access.ca_file.clone(),
+        client_cert: access.client_cert.clone(),
+    };
+    let config =
+        crate::client::tls::client_config(&files).map_err(|e| BenchError::Tls(e.to_string()))?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+        BenchError::InvalidUrl {
+            url: host.to_owned(),
+            reason: format!("not a host name for TLS: {e}"),
+        }
+    })?;
+    Ok(peer.with_tls(http::Tls {
+        connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        name,
+    }))
+}
+
+#[cfg(not(all(feature = "tls", feature = "client")))]
+fn with_tls(_peer: Peer, host: &str, _access: &Access) -> Result<Peer, BenchError> {
+    Err(BenchError::InvalidUrl {
+        url: format!("https://{host}"),
+        reason: "https needs reg built with the `tls` and `client` features".into(),
+    })
+}
+
+/// `http[s]://host[:port][/]` → (https, the host as written, a socket address). The port
+/// defaults to 80 or 443.
+fn resolve(url: &str) -> Result<(bool, String, SocketAddr), BenchError> {
     let invalid = |reason: &str| BenchError::InvalidUrl {
         url: url.to_string(),
         reason: reason.to_string(),
     };
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| invalid("only http:// is supported"))?;
+    let (https, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        return Err(invalid("only http:// and https:// are supported"));
+    };
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
         return Err(invalid("no host"));
     }
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
+    let (host, with_port) = match authority.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() && !host.ends_with(':') => {
+            (host, authority.to_string())
+        }
+        _ => (
+            authority,
+            format!("{authority}:{}", if https { 443 } else { 80 }),
+        ),
     };
-    with_port
+    // `[::1]` → `::1` for the certificate's name.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = with_port
         .to_socket_addrs()
         .map_err(|e| invalid(&e.to_string()))?
         .next()
-        .ok_or_else(|| invalid("host did not resolve"))
+        .ok_or_else(|| invalid("host did not resolve"))?;
+    Ok((https, host, addr))
 }
 
 /// Runs a scenario and returns its report. `progress` shows a progress bar on stderr.
@@ -306,7 +402,7 @@ pub async fn run(
             "runs must be at least 1".into(),
         ));
     }
-    let under = Under::start(&common.target).await?;
+    let under = Under::start(&common.target, &common.access).await?;
     let bar = scenarios::Progress::new(progress, scenario, common);
     let mut runs = Vec::with_capacity(common.runs);
     let mut outcome = Ok((Vec::new(), Vec::new()));
@@ -331,6 +427,7 @@ pub async fn run(
     let cleaned = scenarios::clean_up(&under, scenario).await;
     bar.finish();
     let target = under.describe(&common.target);
+    let tls = under.peer.is_tls();
     under.stop().await;
     let (mut parameters, mut notes) = outcome?;
     if common.runs > 1 {
@@ -339,6 +436,11 @@ pub async fn run(
         notes.push("one run: pass --runs 3 (or more) to see how much the figures vary".into());
     }
     notes.extend(cleaned);
+    if tls {
+        notes.push(
+            "https: the ceiling is served over plain HTTP, so the ratio includes TLS's cost".into(),
+        );
+    }
     let rows = report::merge(runs);
     let warnings = report::warnings(&rows);
     Ok(Report {
@@ -378,16 +480,18 @@ mod tests {
 
     #[test]
     fn urls_resolve_or_say_why_not() {
+        let addr = |url| resolve(url).map(|(_, _, addr)| addr).unwrap();
         assert_eq!(
-            resolve("http://127.0.0.1:8080").unwrap(),
+            addr("http://127.0.0.1:8080"),
             "127.0.0.1:8080".parse().unwrap()
         );
-        assert_eq!(
-            resolve("http://127.0.0.1/").unwrap(),
-            "127.0.0.1:80".parse().unwrap()
-        );
+        assert_eq!(addr("http://127.0.0.1/"), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(addr("https://127.0.0.1/"), "127.0.0.1:443".parse().unwrap());
+        let (https, host, _) = resolve("https://localhost:8443").unwrap();
+        assert!(https);
+        assert_eq!(host, "localhost");
         assert!(matches!(
-            resolve("https://x:1"),
+            resolve("ftp://x:1"),
             Err(BenchError::InvalidUrl { .. })
         ));
         assert!(matches!(

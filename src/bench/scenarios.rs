@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
 use crate::bench::ceiling::Ceiling;
-use crate::bench::http::{request, source_ip, Conn, Response};
+use crate::bench::http::{request, source_ip, Conn, Peer, Response};
 use crate::bench::load::{self, histogram, record, Load, LoadResult};
 use crate::bench::report::{Latency, Row, Timeline};
 use crate::bench::{BenchError, Common, Scenario, Under};
@@ -149,10 +149,10 @@ impl FanCeiling {
         Ok(FanCeiling::Child(child, addr))
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
+    fn peer(&self) -> Peer {
         match self {
-            FanCeiling::Here(ceiling) => ceiling.addr(),
-            FanCeiling::Child(_, addr) => *addr,
+            FanCeiling::Here(ceiling) => ceiling.peer(),
+            FanCeiling::Child(_, addr) => Peer::plain(*addr),
         }
     }
 
@@ -160,10 +160,11 @@ impl FanCeiling {
         match self {
             FanCeiling::Here(ceiling) => ceiling.parked(),
             FanCeiling::Child(_, addr) => {
-                let Ok(mut conn) = Conn::connect(*addr, None).await else {
+                let peer = Peer::plain(*addr);
+                let Ok(mut conn) = Conn::connect(&peer, None).await else {
                     return 0;
                 };
-                let get = request("GET", crate::bench::ceiling::PARKED_PATH, *addr, None);
+                let get = request("GET", crate::bench::ceiling::PARKED_PATH, &peer, None);
                 match conn.send(&get).await {
                     Ok(response) => String::from_utf8_lossy(&response.body)
                         .trim()
@@ -252,11 +253,7 @@ fn value_text(bytes: usize, variant: usize) -> String {
 }
 
 /// `PUT /provider` with the given (name, value JSON) pairs and TTL.
-pub(crate) fn put_provider(
-    under: std::net::SocketAddr,
-    registers: &[(String, String)],
-    ttl: &str,
-) -> Vec<u8> {
+pub(crate) fn put_provider(under: &Peer, registers: &[(String, String)], ttl: &str) -> Vec<u8> {
     let mut body = String::from("{\"registers\":{");
     for (i, (name, value)) in registers.iter().enumerate() {
         if i > 0 {
@@ -268,10 +265,10 @@ pub(crate) fn put_provider(
     request("PUT", "/provider", under, Some(body.as_bytes()))
 }
 
-pub(crate) async fn connect(under: std::net::SocketAddr, n: usize) -> Result<Conn, BenchError> {
-    Conn::connect(under, source_ip(under, n))
+pub(crate) async fn connect(under: &Peer, n: usize) -> Result<Conn, BenchError> {
+    Conn::connect(under, source_ip(under.addr, n))
         .await
-        .map_err(BenchError::io(format!("connecting to {under}")))
+        .map_err(BenchError::io(format!("connecting to {}", under.addr)))
 }
 
 pub(crate) async fn expect(
@@ -300,7 +297,7 @@ async fn populate(
     value: &str,
     ttl: &str,
 ) -> Result<(), BenchError> {
-    let mut conn = connect(under.addr, 0).await?;
+    let mut conn = connect(&under.peer, 0).await?;
     for chunk in names.chunks(1000) {
         let registers: Vec<(String, String)> = chunk
             .iter()
@@ -308,7 +305,7 @@ async fn populate(
             .collect();
         expect(
             &mut conn,
-            &put_provider(under.addr, &registers, ttl),
+            &put_provider(&under.peer, &registers, ttl),
             "populating registers",
         )
         .await?;
@@ -342,14 +339,9 @@ fn row_from(name: &str, reg: &LoadResult, ceiling: Option<&LoadResult>) -> Row {
     }
 }
 
-fn load_for(
-    addr: std::net::SocketAddr,
-    common: &Common,
-    connections: usize,
-    rate: Option<f64>,
-) -> Load {
+fn load_for(peer: &Peer, common: &Common, connections: usize, rate: Option<f64>) -> Load {
     Load {
-        target: addr,
+        target: peer.clone(),
         connections,
         rate,
         warmup: common.warmup,
@@ -392,17 +384,17 @@ pub(crate) async fn read(
     populate(under, &names, &value_text(options.value_bytes, 0), &ttl).await?;
     let requests: Vec<Vec<u8>> = names
         .iter()
-        .map(|n| request("GET", &format!("/consumer?name={n}"), under.addr, None))
+        .map(|n| request("GET", &format!("/consumer?name={n}"), &under.peer, None))
         .collect();
-    let mut sample_conn = connect(under.addr, 0).await?;
+    let mut sample_conn = connect(&under.peer, 0).await?;
     let sample = expect(&mut sample_conn, &requests[0], "sampling a response").await?;
     drop(sample_conn);
 
     let ceiling = Ceiling::start(200, sample.body.clone())
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
-    let reg_load = load_for(under.addr, common, options.connections, options.rate);
-    let top_load = load_for(ceiling.addr(), common, options.connections, options.rate);
+    let reg_load = load_for(&under.peer, common, options.connections, options.rate);
+    let top_load = load_for(&ceiling.peer(), common, options.connections, options.rate);
     let mut reg = None;
     let mut top = None;
     for ceiling_turn in ceiling_order(common) {
@@ -441,7 +433,7 @@ pub(crate) async fn write(
         .map(|j| {
             let name = format!("bench.write.{}", j % count);
             put_provider(
-                under.addr,
+                &under.peer,
                 &[(name, value_text(options.value_bytes, (j / count) % 2))],
                 &ttl,
             )
@@ -452,14 +444,14 @@ pub(crate) async fn write(
     populate(under, &refresh_names, &value, &ttl).await?;
     let refreshes: Vec<Vec<u8>> = refresh_names
         .iter()
-        .map(|n| put_provider(under.addr, &[(n.clone(), value.clone())], &ttl))
+        .map(|n| put_provider(&under.peer, &[(n.clone(), value.clone())], &ttl))
         .collect();
 
-    let load = load_for(under.addr, common, options.connections, options.rate);
+    let load = load_for(&under.peer, common, options.connections, options.rate);
     let ceiling = Ceiling::start(204, Vec::new())
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
-    let top_load = load_for(ceiling.addr(), common, options.connections, options.rate);
+    let top_load = load_for(&ceiling.peer(), common, options.connections, options.rate);
 
     let mut reg = None;
     let mut top = None;
@@ -506,10 +498,10 @@ pub(crate) async fn ceiling(
     let server = Ceiling::start(200, body.clone())
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
-    let request = request("GET", "/consumer?name=bench.read.0", server.addr(), None);
+    let request = request("GET", "/consumer?name=bench.read.0", &server.peer(), None);
     bar.phase("GET against the bare hyper server");
     let result = run_load(
-        &load_for(server.addr(), common, options.connections, options.rate),
+        &load_for(&server.peer(), common, options.connections, options.rate),
         vec![request],
     )
     .await?;
@@ -573,12 +565,12 @@ async fn park(
 ) -> Result<Vec<Conn>, BenchError> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        let mut conn = connect(under.addr, i + 1).await?;
+        let mut conn = connect(&under.peer, i + 1).await?;
         let mut path = format!("/consumer?name={}&wait=5m", name_of(i));
         if let Some(index) = index {
             let _ = write!(path, "&index={index}");
         }
-        conn.write(&request("GET", &path, under.addr, None))
+        conn.write(&request("GET", &path, &under.peer, None))
             .await
             .map_err(BenchError::io("parking a long poll"))?;
         conns.push(conn);
@@ -629,17 +621,17 @@ pub(crate) async fn fanout(
     let ttl = ttl(common);
     let n = options.polls.max(1);
     let mut notes = Vec::new();
-    let mut control = connect(under.addr, 0).await?;
+    let mut control = connect(&under.peer, 0).await?;
     let hot = "bench.fanout.hot".to_string();
     expect(
         &mut control,
-        &put_provider(under.addr, &[(hot.clone(), "0".into())], &ttl),
+        &put_provider(&under.peer, &[(hot.clone(), "0".into())], &ttl),
         "creating the register",
     )
     .await?;
     let read = expect(
         &mut control,
-        &request("GET", &format!("/consumer?name={hot}"), under.addr, None),
+        &request("GET", &format!("/consumer?name={hot}"), &under.peer, None),
         "reading",
     )
     .await?;
@@ -655,16 +647,16 @@ pub(crate) async fn fanout(
     }
     let rss_parked = under.rss().await;
     bar.phase("PUT → every parked poll answered");
-    let put = put_provider(under.addr, &[(hot.clone(), "1".into())], &ttl);
+    let put = put_provider(&under.peer, &[(hot.clone(), "1".into())], &ttl);
     let (latency, failed) = release(conns, &mut control, &put).await?;
 
     bar.phase(format!(
         "the same {n} polls against the parking ceiling server"
     ));
     let ceiling = FanCeiling::start(options.ceiling_command.as_deref(), read.body.clone()).await?;
-    let mut top_control = connect(ceiling.addr(), 0).await?;
+    let mut top_control = connect(&ceiling.peer(), 0).await?;
     let top_under = Under {
-        addr: ceiling.addr(),
+        peer: ceiling.peer(),
         server: None,
     };
     let top_conns = park(&top_under, n, |_| hot.clone(), None).await?;
@@ -672,7 +664,7 @@ pub(crate) async fn fanout(
     while ceiling.parked().await < n as u64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let top_put = put_provider(ceiling.addr(), &[(hot.clone(), "1".into())], &ttl);
+    let top_put = put_provider(&ceiling.peer(), &[(hot.clone(), "1".into())], &ttl);
     let (top_latency, _) = release(top_conns, &mut top_control, &top_put).await?;
     drop(ceiling);
 
@@ -704,7 +696,7 @@ pub(crate) async fn fanout(
     let changes: Vec<Vec<u8>> = (0..2 * FANOUT_LOAD_REGISTERS)
         .map(|j| {
             put_provider(
-                under.addr,
+                &under.peer,
                 &[(
                     load_names[j % FANOUT_LOAD_REGISTERS].clone(),
                     (j / FANOUT_LOAD_REGISTERS).to_string(),
@@ -713,12 +705,12 @@ pub(crate) async fn fanout(
             )
         })
         .collect();
-    let load = load_for(under.addr, common, options.connections, None);
+    let load = load_for(&under.peer, common, options.connections, None);
     bar.phase("PUT load, no parked polls");
     let alone = run_load(&load, changes.clone()).await?;
     let read = expect(
         &mut control,
-        &request("GET", "/consumer?name=bench.fanout.d.0", under.addr, None),
+        &request("GET", "/consumer?name=bench.fanout.d.0", &under.peer, None),
         "reading",
     )
     .await?;
@@ -758,7 +750,7 @@ pub(crate) async fn commands(
     let drivers = options.drivers.clamp(1, providers);
     let names: Vec<String> = (0..providers).map(|p| format!("bench.cmd.{p}")).collect();
     populate(under, &names, "0", &ttl).await?;
-    let addr = under.addr;
+    let addr = under.peer.clone();
     let stop = Instant::now() + common.warmup + common.duration;
 
     bar.phase(format!(
@@ -766,17 +758,23 @@ pub(crate) async fn commands(
     ));
     let mut provider_tasks = Vec::with_capacity(providers);
     for (p, name) in names.iter().cloned().enumerate() {
-        let mut poll = connect(addr, 2 * p + 1).await?;
-        let mut apply = connect(addr, 2 * p + 2).await?;
+        let mut poll = connect(&addr, 2 * p + 1).await?;
+        let mut apply = connect(&addr, 2 * p + 2).await?;
         let ttl = ttl.clone();
+        let addr = addr.clone();
         provider_tasks.push(tokio::spawn(async move {
-            let take = request("GET", &format!("/provider?name={name}&wait=5s"), addr, None);
+            let take = request(
+                "GET",
+                &format!("/provider?name={name}&wait=5s"),
+                &addr,
+                None,
+            );
             while Instant::now() < stop {
                 let Ok(response) = poll.send(&take).await else {
                     break;
                 };
                 for (_, value) in registers_in(&response.body) {
-                    let put = put_provider(addr, &[(name.clone(), value)], &ttl);
+                    let put = put_provider(&addr, &[(name.clone(), value)], &ttl);
                     if apply.send(&put).await.is_err() {
                         return;
                     }
@@ -793,7 +791,8 @@ pub(crate) async fn commands(
     for d in 0..drivers {
         let mine: Vec<String> = names.iter().skip(d).step_by(drivers).cloned().collect();
         let sequence = Arc::clone(&sequence);
-        let mut conn = connect(addr, 2 * providers + d + 1).await?;
+        let mut conn = connect(&addr, 2 * providers + d + 1).await?;
+        let addr = addr.clone();
         driver_tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
             let mut done = 0u64;
@@ -809,7 +808,7 @@ pub(crate) async fn commands(
                     .send(&request(
                         "GET",
                         &format!("/consumer?name={name}"),
-                        addr,
+                        &addr,
                         None,
                     ))
                     .await
@@ -820,7 +819,7 @@ pub(crate) async fn commands(
                 let started = Instant::now();
                 let body = format!("{{\"registers\":{{\"{name}\":{{\"value\":{seq}}}}}}}");
                 if conn
-                    .send(&request("PUT", "/consumer", addr, Some(body.as_bytes())))
+                    .send(&request("PUT", "/consumer", &addr, Some(body.as_bytes())))
                     .await
                     .is_err()
                 {
@@ -835,7 +834,7 @@ pub(crate) async fn commands(
                     if let Some(i) = index {
                         let _ = write!(path, "&index={i}");
                     }
-                    let Ok(answer) = conn.send(&request("GET", &path, addr, None)).await else {
+                    let Ok(answer) = conn.send(&request("GET", &path, &addr, None)).await else {
                         break Some(false);
                     };
                     index = answer.index;
@@ -902,7 +901,7 @@ pub(crate) async fn fleet(
     } else {
         u64::MAX
     };
-    let addr = under.addr;
+    let addr = under.peer.clone();
     let origin = Instant::now();
     // Warm up over one full refresh cycle, so every register exists before measuring.
     let warmup = common.warmup.max(half_ttl);
@@ -918,10 +917,11 @@ pub(crate) async fn fleet(
     let tickets = Arc::new(AtomicU64::new(0));
     let mut device_tasks = Vec::new();
     for c in 0..options.device_connections.max(1) {
-        let mut conn = connect(addr, c).await?;
+        let mut conn = connect(&addr, c).await?;
         let tickets = Arc::clone(&tickets);
         let readings = Arc::clone(&readings);
         let ttl = ttl.clone();
+        let addr = addr.clone();
         device_tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -947,7 +947,7 @@ pub(crate) async fn fleet(
                     format!("bench.dev.{device}.reading"),
                     reading.load(Ordering::Relaxed).to_string(),
                 ));
-                match conn.send(&put_provider(addr, &registers, &ttl)).await {
+                match conn.send(&put_provider(&addr, &registers, &ttl)).await {
                     Ok(response) if response.status == 204 => {
                         if due >= measure_from {
                             ok += 1;
@@ -970,7 +970,8 @@ pub(crate) async fn fleet(
             .step_by(consumers)
             .map(|d| format!("bench.dev.{d}.reading"))
             .collect();
-        let mut conn = connect(addr, options.device_connections + c).await?;
+        let mut conn = connect(&addr, options.device_connections + c).await?;
+        let addr = addr.clone();
         consumer_tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
             let mut seen: HashMap<String, String> = HashMap::new();
@@ -981,7 +982,7 @@ pub(crate) async fn fleet(
                     Some(i) => format!("{query}&index={i}"),
                     None => query.clone(),
                 };
-                let Ok(answer) = conn.send(&request("GET", &path, addr, None)).await else {
+                let Ok(answer) = conn.send(&request("GET", &path, &addr, None)).await else {
                     break;
                 };
                 let now = now_us();
@@ -1039,13 +1040,13 @@ pub(crate) async fn fleet(
         .collect();
     let top = run_load(
         &Load {
-            target: ceiling.addr(),
+            target: ceiling.peer(),
             connections: options.device_connections.max(1),
             rate: None,
             warmup: Duration::from_millis(500),
             duration: (common.duration / 4).max(Duration::from_secs(1)),
         },
-        vec![put_provider(ceiling.addr(), &sample, &ttl)],
+        vec![put_provider(&ceiling.peer(), &sample, &ttl)],
     )
     .await?;
 
@@ -1142,7 +1143,7 @@ pub(crate) async fn clean_up(under: &Under, scenario: &Scenario) -> Vec<String> 
             names.len()
         )]
     };
-    let mut conn = match connect(under.addr, 0).await {
+    let mut conn = match connect(&under.peer, 0).await {
         Ok(conn) => conn,
         Err(error) => return left(format!("cannot delete what the bench wrote ({error})")),
     };
@@ -1162,7 +1163,7 @@ pub(crate) async fn clean_up(under: &Under, scenario: &Scenario) -> Vec<String> 
         }
         let target = format!("/provider?names={batch}");
         match conn
-            .send(&request("DELETE", &target, under.addr, None))
+            .send(&request("DELETE", &target, &under.peer, None))
             .await
         {
             Ok(response) if (200..300).contains(&response.status) => {}

@@ -18,7 +18,7 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The registry URL cannot be used (not `http://host[:port][/prefix]`).
+    /// The registry URL cannot be used (not `http[s]://host[:port][/prefix]`).
     #[error("invalid registry url {url:?}: {reason}")]
     InvalidUrl {
         /// The URL as given.
@@ -29,6 +29,11 @@ pub enum ClientError {
     /// A call's arguments were refused before anything was sent (e.g. removing no names).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The TLS set-up for an `https://` registry cannot be used: a CA, certificate or key
+    /// file that cannot be read or holds nothing usable (the message names the file), or no
+    /// CA to trust at all.
+    #[error("tls: {0}")]
+    Tls(String),
     /// No connection to the registry could be made.
     #[error("cannot connect to {url}: {}", Chain(&**source))]
     Connect {
@@ -102,6 +107,22 @@ impl ClientError {
             ClientError::Store(error) => Some(error.to_string()),
             _ => None,
         }
+    }
+
+    /// The registry refused the caller: 401 (no token or client certificate, or one it does
+    /// not know) or 403 (known, but not allowed this call). The server's reason is in
+    /// [`message`](Self::message). Retrying with the same credentials will not help.
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self.status(),
+            Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        )
+    }
+
+    /// The TLS set-up cannot be used (a CA, certificate or key file, or no CA to trust).
+    /// A server certificate that does not verify is a [connect](Self::is_connect) error.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientError::Tls(_))
     }
 
     /// The request was refused as invalid: a 4xx answer, an in-process refusal, or bad

@@ -1,6 +1,8 @@
 //! The high-level client: subscriptions and providers over one shared long poll per
 //! direction, on a remote registry or an in-process one.
 
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
@@ -9,7 +11,7 @@ use crate::client::backend::Backend;
 use crate::client::consumer::{self, AllConsumer, Consumer, ConsumerHub};
 use crate::client::error::ClientError;
 use crate::client::provider::{self, Provider, ProviderHub};
-use crate::client::wire::{RegisterValue, RegisterWrite, WireClient};
+use crate::client::wire::{Access, RegisterValue, RegisterWrite, WireClient};
 use crate::json::Json;
 use crate::store::{Registry, Selector};
 use crate::sync::{Arc, Mutex};
@@ -40,6 +42,8 @@ pub(crate) struct Options {
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     options: Options,
+    /// Token and TLS files for [`remote`](Self::remote).
+    access: Access,
 }
 
 impl Default for ClientBuilder {
@@ -51,6 +55,7 @@ impl Default for ClientBuilder {
                 backoff_min: DEFAULT_BACKOFF_MIN,
                 backoff_max: DEFAULT_BACKOFF_MAX,
             },
+            access: Access::default(),
         }
     }
 }
@@ -76,16 +81,48 @@ impl ClientBuilder {
         self
     }
 
-    /// A client for the registry at `url` (`http://host[:port]`).
+    /// For [`remote`](Self::remote): sends `Authorization: Bearer <token>` with every
+    /// request, for a registry that authenticates callers by token. See
+    /// [`WireClientBuilder::token`](crate::client::WireClientBuilder::token).
+    pub fn token(mut self, token: &str) -> Self {
+        self.access.token(token);
+        self
+    }
+
+    /// For [`remote`](Self::remote) over `https://`: trusts the CA certificate(s) in this PEM
+    /// file instead of the system bundle, for a registry with a private CA. See
+    /// [`WireClientBuilder::ca_file`](crate::client::WireClientBuilder::ca_file).
+    #[cfg(feature = "tls")]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.access.ca_file(path.into());
+        self
+    }
+
+    /// For [`remote`](Self::remote) over `https://`: presents this client certificate and key
+    /// (PEM), for a registry that requires mutual TLS. See
+    /// [`WireClientBuilder::client_cert`](crate::client::WireClientBuilder::client_cert).
+    #[cfg(feature = "tls")]
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.access.client_cert(cert.into(), key.into());
+        self
+    }
+
+    /// A client for the registry at `url` (`http[s]://host[:port][/prefix]`), with this
+    /// builder's token and TLS files.
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidUrl`] for a URL the client cannot use.
+    /// [`ClientError::InvalidUrl`] for a URL the client cannot use; the errors of
+    /// [`WireClientBuilder::build`](crate::client::WireClientBuilder::build).
     pub fn remote(self, url: &str) -> Result<Client, ClientError> {
-        Ok(self.wire(WireClient::new(url)?))
+        let wire = WireClient::builder(url)
+            .access(self.access.clone())
+            .build()?;
+        Ok(self.wire(wire))
     }
 
-    /// A client over a configured [`WireClient`].
+    /// A client over a configured [`WireClient`] (this builder's token and TLS files are not
+    /// used: the wire client has its own).
     pub fn wire(self, wire: WireClient) -> Client {
         Client::with_backend(Backend::Remote(wire), self.options)
     }
@@ -166,7 +203,8 @@ impl Drop for Inner {
 }
 
 impl Client {
-    /// A client for the registry at `url` (`http://host[:port]`), with default options.
+    /// A client for the registry at `url` (`http[s]://host[:port]`), with default options (no
+    /// token; for `https`, the system's CA bundle).
     ///
     /// # Errors
     ///
@@ -180,7 +218,8 @@ impl Client {
         ClientBuilder::default().embedded(registry)
     }
 
-    /// A builder, to change poll waits and backoff.
+    /// A builder, to change poll waits and backoff, or set a token, a CA file or a client
+    /// certificate.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }

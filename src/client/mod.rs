@@ -5,7 +5,7 @@
 //!
 //! * [`WireClient`]: one typed call per endpoint — `PUT`/`GET /provider`, `GET`/`PUT
 //!   /consumer`, `DELETE /provider`, the `/v1/watch` event stream, `/healthz`, `/version`,
-//!   `/metrics` — over pooled HTTP/1.1 connections (hyper-util's client). Values come back as
+//!   `/metrics` — over pooled HTTP/1.1 connections (hyper-util's client), plain or TLS. Values come back as
 //!   [`Json`](crate::Json) with numbers exactly as stored.
 //! * [`Client`]: subscriptions ([`Client::consume`], [`Client::consume_all`]) and providers
 //!   ([`Client::provide`]) that share one long poll per direction, never miss a change (the
@@ -14,8 +14,9 @@
 //!
 //! # Layout
 //!
-//! `wire.rs` (endpoints) with `url.rs` (URL and query encoding), `body.rs` (request and
-//! response bodies) and `sse.rs` (the watch stream); `highlevel.rs` (the [`Client`]) over
+//! `wire.rs` (endpoints, the bearer token) with `url.rs` (URL and query encoding), `body.rs`
+//! (request and response bodies), `sse.rs` (the watch stream) and `tls.rs` (CA, client
+//! certificate; with the `tls` feature); `highlevel.rs` (the [`Client`]) over
 //! `backend.rs` (remote or embedded), `consumer.rs` (the consumer poll and handles),
 //! `provider.rs` (keep-alive, removal, the request poll); `backoff.rs`; `error.rs` (the one
 //! error type).
@@ -40,6 +41,8 @@ mod highlevel;
 mod hub;
 mod provider;
 mod sse;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 mod url;
 mod wire;
 

@@ -6,19 +6,21 @@ use hyper::Uri;
 
 use crate::client::error::ClientError;
 
-/// A validated `http://host[:port][/prefix]` URL: where every endpoint path is appended.
+/// A validated `http[s]://host[:port][/prefix]` URL: where every endpoint path is appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BaseUrl {
-    /// `http://host:port`, as given (no trailing slash).
+    /// `http://host:port` or `https://host:port`, as given (no trailing slash).
     origin: String,
     /// A path prefix without a trailing slash (`""` for none), for a registry behind a
     /// reverse proxy at `http://host/reg/`.
     prefix: String,
+    /// Whether the scheme is `https`: the client then needs its TLS set-up.
+    https: bool,
 }
 
 impl BaseUrl {
-    /// Parses and checks a registry URL. Only `http` is supported: the client is HTTP/1.1
-    /// over plain TCP, as reg's REST API is served.
+    /// Parses and checks a registry URL: `http`, or `https` when the crate is built with the
+    /// `tls` feature (without it there is no TLS to speak).
     pub(crate) fn parse(url: &str) -> Result<BaseUrl, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: url.to_owned(),
@@ -33,21 +35,23 @@ impl BaseUrl {
                     reason: error.to_string(),
                 },
             )?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") if cfg!(feature = "tls") => true,
             Some("https") => {
                 return Err(invalid(
-                    "https is not supported; use http:// (or a TLS-terminating proxy)",
+                    "https needs reg built with the `tls` feature; use http:// (or a \
+                     TLS-terminating proxy)",
                 ))
             }
-            Some(_) => return Err(invalid("unsupported scheme; expected http://host:port")),
-            None => return Err(invalid("missing scheme; expected http://host:port")),
-        }
+            Some(_) => return Err(invalid("unsupported scheme; expected http(s)://host:port")),
+            None => return Err(invalid("missing scheme; expected http(s)://host:port")),
+        };
         let Some(authority) = uri.authority() else {
-            return Err(invalid("missing host; expected http://host:port"));
+            return Err(invalid("missing host; expected http(s)://host:port"));
         };
         if authority.host().is_empty() {
-            return Err(invalid("missing host; expected http://host:port"));
+            return Err(invalid("missing host; expected http(s)://host:port"));
         }
         if authority.as_str().contains('@') {
             return Err(invalid("user information in the url is not supported"));
@@ -55,10 +59,18 @@ impl BaseUrl {
         if uri.query().is_some() {
             return Err(invalid("a query string is not allowed in the registry url"));
         }
+        let scheme = if https { "https" } else { "http" };
         Ok(BaseUrl {
-            origin: format!("http://{authority}"),
+            origin: format!("{scheme}://{authority}"),
             prefix: uri.path().trim_end_matches('/').to_owned(),
+            https,
         })
+    }
+
+    /// Whether the registry is reached over TLS.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn is_https(&self) -> bool {
+        self.https
     }
 
     /// The URL for `path` (which starts with `/`) with an optional query string.
@@ -143,11 +155,30 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "tls")]
+    #[test]
+    fn accepts_https_urls() {
+        let secure = base("https://reg.example.com:8443/reg/").ok();
+        assert_eq!(secure.as_ref().map(BaseUrl::is_https), Some(true));
+        assert_eq!(
+            secure.map(|b| b.endpoint("/consumer", &Query::default())),
+            Some("https://reg.example.com:8443/reg/consumer".to_owned())
+        );
+        assert_eq!(
+            base("http://localhost:8080").ok().map(|b| b.is_https()),
+            Some(false)
+        );
+    }
+
     #[test]
     fn refuses_unusable_urls_with_a_reason() {
         for (url, reason) in [
             ("localhost:8080", "missing scheme"),
-            ("https://example.com", "https is not supported"),
+            #[cfg(not(feature = "tls"))]
+            (
+                "https://example.com",
+                "needs reg built with the `tls` feature",
+            ),
             ("ftp://example.com", "unsupported scheme"),
             ("http://", "invalid"),
             ("http://host/?x=1", "query string"),

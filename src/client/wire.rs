@@ -1,11 +1,13 @@
 //! The wire-level client: one typed call per endpoint of the REST API.
 
 use std::fmt;
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -13,6 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::client::body;
 use crate::client::error::ClientError;
 use crate::client::sse::WatchStream;
+#[cfg(feature = "tls")]
+use crate::client::tls::{self, TlsFiles};
 use crate::client::url::{BaseUrl, Query};
 use crate::duration::format_go_duration;
 use crate::json::Json;
@@ -38,7 +42,14 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 /// The header that carries the revision a `GET /consumer` answer is consistent with (Part B).
 const INDEX_HEADER: &str = "x-reg-index";
 
-type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+/// With `tls`, one connector for both schemes: a client only ever talks to its one registry,
+/// so a plain-`http` client's TLS half is never used.
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+type HttpClient = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
 
 /// A register write for `PUT /provider`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,12 +198,92 @@ pub enum Health {
     ShuttingDown,
 }
 
+/// What a client presents to a registry beyond its URL: the bearer token, and for `https`
+/// which CAs to trust and its own certificate. Shared by [`WireClientBuilder`] and the
+/// high-level client's builder.
+#[derive(Clone, Default)]
+pub(crate) struct Access {
+    /// Sent as `Authorization: Bearer <token>` with every request.
+    token: Option<String>,
+    #[cfg(feature = "tls")]
+    tls: TlsFiles,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut debug = f.debug_struct("Access");
+        // The token is a secret: say whether there is one, never what it is.
+        debug.field("token", &self.token.as_ref().map(|_| "<redacted>"));
+        #[cfg(feature = "tls")]
+        debug.field("tls", &self.tls);
+        debug.finish()
+    }
+}
+
+impl Access {
+    pub(crate) fn token(&mut self, token: &str) {
+        self.token = Some(token.to_owned());
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn ca_file(&mut self, path: PathBuf) {
+        self.tls.ca_file = Some(path);
+    }
+
+    #[cfg(feature = "tls")]
+    pub(crate) fn client_cert(&mut self, cert: PathBuf, key: PathBuf) {
+        self.tls.client_cert = Some((cert, key));
+    }
+
+    /// The `Authorization` header, checked once here rather than failing every request.
+    fn authorization(&self) -> Result<Option<HeaderValue>, ClientError> {
+        let Some(token) = &self.token else {
+            return Ok(None);
+        };
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            // Not the token itself in the message: it is a secret.
+            ClientError::InvalidArgument(
+                "the token must be printable ASCII without line breaks".to_owned(),
+            )
+        })?;
+        // Keeps it out of hyper's debug output and HPACK tables.
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+
+    /// The connector for `base`: TLS files are read only for an `https` registry.
+    fn connector(&self, base: &BaseUrl, http: HttpConnector) -> Result<Connector, ClientError> {
+        #[cfg(feature = "tls")]
+        {
+            let config = if base.is_https() {
+                tls::client_config(&self.tls)?
+            } else {
+                tls::plain_config()?
+            };
+            let mut http = http;
+            // The HTTPS connector hands `https://` URIs down to the TCP connector.
+            http.enforce_http(false);
+            Ok(hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http))
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = base;
+            Ok(http)
+        }
+    }
+}
+
 /// Configures a [`WireClient`].
 #[derive(Debug, Clone)]
 pub struct WireClientBuilder {
     url: String,
     timeout: Duration,
     connect_timeout: Duration,
+    access: Access,
 }
 
 impl WireClientBuilder {
@@ -209,16 +300,53 @@ impl WireClientBuilder {
         self
     }
 
-    /// Checks the URL and builds the client. No connection is made until the first call.
+    /// Sends `Authorization: Bearer <token>` with every request, for a registry that
+    /// authenticates callers by token (`reg token new` makes one). Without TLS the token
+    /// crosses the network in the clear: use it with `https://` outside a trusted network.
+    pub fn token(mut self, token: &str) -> Self {
+        self.access.token(token);
+        self
+    }
+
+    /// Trusts the CA certificate(s) in this PEM file for an `https://` registry, in place of
+    /// the system bundle (`/etc/ssl/certs/ca-certificates.crt`): for a registry whose
+    /// certificate comes from a private CA. Ignored for `http://`.
+    #[cfg(feature = "tls")]
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.access.ca_file(path.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM, leaf first, chain after) with its private key
+    /// (PEM: PKCS#8, PKCS#1 or SEC1), for a registry that requires mutual TLS and knows
+    /// callers by certificate. Ignored for `http://`.
+    #[cfg(feature = "tls")]
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.access.client_cert(cert.into(), key.into());
+        self
+    }
+
+    pub(crate) fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Checks the URL, reads the TLS files (for `https://`) and builds the client. No
+    /// connection is made until the first call.
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidUrl`] unless the URL is `http://host[:port][/prefix]`.
+    /// [`ClientError::InvalidUrl`] unless the URL is `http[s]://host[:port][/prefix]`;
+    /// [`ClientError::Tls`] for a CA, certificate or key file that cannot be read or used,
+    /// or an `https://` URL with no CA file and no system bundle;
+    /// [`ClientError::InvalidArgument`] for a token that cannot be sent in a header.
     pub fn build(self) -> Result<WireClient, ClientError> {
         let base = BaseUrl::parse(&self.url)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        connector.set_nodelay(true);
+        let authorization = self.access.authorization()?;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(true);
+        let connector = self.access.connector(&base, http)?;
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
@@ -228,6 +356,7 @@ impl WireClientBuilder {
                 base,
                 http,
                 timeout: self.timeout,
+                authorization,
             }),
         })
     }
@@ -258,6 +387,8 @@ struct WireInner {
     base: BaseUrl,
     http: HttpClient,
     timeout: Duration,
+    /// `Bearer <token>`, sent with every request; `None` without a token.
+    authorization: Option<HeaderValue>,
 }
 
 impl fmt::Debug for WireClient {
@@ -270,22 +401,26 @@ impl fmt::Debug for WireClient {
 }
 
 impl WireClient {
-    /// A client for the registry at `url` (`http://host[:port][/prefix]`) with the default
-    /// time limits. No connection is made until the first call.
+    /// A client for the registry at `url` (`http[s]://host[:port][/prefix]`) with the default
+    /// time limits, no token, and for `https` the system's CA bundle. No connection is made
+    /// until the first call.
     ///
     /// # Errors
     ///
-    /// [`ClientError::InvalidUrl`] for any other URL, with the reason.
+    /// [`ClientError::InvalidUrl`] for any other URL, with the reason; see
+    /// [`WireClientBuilder::build`].
     pub fn new(url: &str) -> Result<Self, ClientError> {
         Self::builder(url).build()
     }
 
-    /// A builder, to change the time limits.
+    /// A builder, to change the time limits or set a token, a CA file or a client
+    /// certificate.
     pub fn builder(url: &str) -> WireClientBuilder {
         WireClientBuilder {
             url: url.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            access: Access::default(),
         }
     }
 
@@ -503,6 +638,9 @@ impl WireClient {
         let mut builder = Request::builder().method(method).uri(&url);
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(authorization) = &self.inner.authorization {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
         }
         builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -1,7 +1,10 @@
 //! A tiny HTTP/1.1 client over raw `TcpStream`s for the server tests: a request writer and a
 //! response parser (content-length, chunked, or until EOF), plus server start-up helpers.
 //! Raw sockets let tests hold many connections, pipeline, and close sockets abruptly.
+//! `certs.rs` makes test certificates (a CA, a server, clients) with `openssl`.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+pub mod certs;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use reg::bench::{
     ThroughputOptions,
 };
 
+use crate::common::AccessArgs;
 use crate::serve::parse_duration;
 
 /// Measure a reg server: throughput and latency beside this machine's ceiling.
@@ -124,11 +125,15 @@ enum ScenarioCommand {
 
 #[derive(Debug, Args)]
 struct CommonArgs {
-    /// Measure the running reg-compatible server at this URL (`http://host:port`): the run
-    /// writes registers named `bench.*` there and deletes them when done. Default: start reg
-    /// in-process. Never read from $REGISTRY, so a bench run cannot load a server by accident.
+    /// Measure the running reg-compatible server at this URL (`http[s]://host:port`): the
+    /// run writes registers named `bench.*` there and deletes them when done. Default: start
+    /// reg in-process. Never read from $REGISTRY, so a bench run cannot load a server by
+    /// accident.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    // TLS files and token for the server at --url (unused in-process).
+    #[command(flatten)]
+    access: AccessArgs,
     /// Run the scenario this many times (reg and the ceiling alternating which goes first) and
     /// report the median run, the spread, and warnings when the machine was too noisy.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -303,6 +308,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         warmup: common_args.warmup,
         runs: common_args.runs as usize,
         ceiling_first: false,
+        access: common_args.access.bench_access(),
     };
     announce(&scenario, &common);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -3,10 +3,14 @@
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use reg::client::{Client, ClientError, ReadQuery, ReadResponse, RegisterValue, WireClient};
+use reg::client::{
+    Client, ClientBuilder, ClientError, ReadQuery, ReadResponse, RegisterValue, WireClient,
+    WireClientBuilder,
+};
 use reg::Json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -32,7 +36,10 @@ Exit status:
   4  set: the provider did not confirm the change before --timeout ran out
 
 The registry URL comes from --registry or the REGISTRY environment variable
-(default http://localhost:8080). Values are JSON, in and out.";
+(default http://localhost:8080). For an https:// registry, --ca (REG_CA) names the CA
+to trust (default: the system bundle /etc/ssl/certs/ca-certificates.crt), --cert and
+--key (REG_CERT, REG_KEY) a client certificate; --token (REG_TOKEN) is sent as a bearer
+token. Values are JSON, in and out.";
 
 /// An error that ends the program with a particular exit status (see [`exit`]).
 #[derive(Debug)]
@@ -61,7 +68,7 @@ impl std::error::Error for Failure {}
 /// The registry URL, shared by every client subcommand.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RegistryArg {
-    /// The registry's URL: `http://host[:port][/prefix]`.
+    /// The registry's URL: `http[s]://host[:port][/prefix]`.
     #[arg(
         long,
         env = "REGISTRY",
@@ -69,22 +76,109 @@ pub(crate) struct RegistryArg {
         value_name = "URL"
     )]
     pub(crate) registry: String,
+    #[command(flatten)]
+    pub(crate) access: AccessArgs,
 }
 
 impl RegistryArg {
-    /// A high-level client for the registry; a bad URL is an error naming what is wrong.
+    /// A high-level client for the registry; a bad URL or TLS file is an error naming what
+    /// is wrong.
     pub(crate) fn client(&self) -> anyhow::Result<Client> {
-        Client::remote(&self.registry).map_err(|error| url_error(&error))
+        self.access
+            .client_builder(Client::builder())
+            .remote(&self.registry)
+            .map_err(|error| url_error(&error))
     }
 
     /// A wire client for the registry.
     pub(crate) fn wire(&self) -> anyhow::Result<WireClient> {
-        WireClient::new(&self.registry).map_err(|error| url_error(&error))
+        self.access
+            .wire_builder(WireClient::builder(&self.registry))
+            .build()
+            .map_err(|error| url_error(&error))
+    }
+}
+
+/// How to reach a registry beyond its URL: TLS trust, a client certificate, a bearer token.
+/// Shared by the client subcommands and `reg bench`.
+#[derive(Clone, Default, clap::Args)]
+pub(crate) struct AccessArgs {
+    /// PEM file of the CA certificate(s) to trust for an https:// registry with a private
+    /// CA [default: the system bundle, /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, env = "REG_CA", value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a registry that requires mutual TLS; needs --key.
+    #[arg(long, env = "REG_CERT", value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --cert.
+    #[arg(long, env = "REG_KEY", value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Bearer token sent with every request, for a registry that checks tokens (`reg token
+    /// new` makes one). Prefer REG_TOKEN: a command line is visible to other local users.
+    #[arg(long, env = "REG_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}
+
+impl fmt::Debug for AccessArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessArgs")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            // The token is a secret: say whether there is one, never what it is.
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl AccessArgs {
+    /// The certificate and key, which clap only lets through together.
+    fn client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        self.cert.clone().zip(self.key.clone())
+    }
+
+    fn client_builder(&self, mut builder: ClientBuilder) -> ClientBuilder {
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(ca) = &self.ca {
+            builder = builder.ca_file(ca);
+        }
+        if let Some((cert, key)) = self.client_cert() {
+            builder = builder.client_cert(cert, key);
+        }
+        builder
+    }
+
+    fn wire_builder(&self, mut builder: WireClientBuilder) -> WireClientBuilder {
+        if let Some(token) = &self.token {
+            builder = builder.token(token);
+        }
+        if let Some(ca) = &self.ca {
+            builder = builder.ca_file(ca);
+        }
+        if let Some((cert, key)) = self.client_cert() {
+            builder = builder.client_cert(cert, key);
+        }
+        builder
+    }
+
+    /// The same for `reg bench`'s load generator.
+    pub(crate) fn bench_access(&self) -> reg::bench::Access {
+        reg::bench::Access {
+            ca_file: self.ca.clone(),
+            client_cert: self.client_cert(),
+            token: self.token.clone(),
+        }
     }
 }
 
 fn url_error(error: &ClientError) -> anyhow::Error {
-    anyhow::anyhow!("{error} (set it with --registry or REGISTRY)")
+    if error.is_invalid_url() {
+        anyhow::anyhow!("{error} (set it with --registry or REGISTRY)")
+    } else {
+        anyhow::anyhow!("{error}")
+    }
 }
 
 /// A single-threaded Tokio runtime: the client subcommands do little at a time.

@@ -21,6 +21,7 @@ mod provide;
 mod serve;
 mod service;
 mod set;
+mod token;
 mod version;
 mod watch;
 
@@ -105,6 +106,11 @@ enum Command {
     /// Benchmark a reg server (capacity planning): fleet, read, write, fanout, commands,
     /// ceiling.
     Bench(bench::BenchArgs),
+    /// Make bearer tokens and the hashes a server's --auth file holds.
+    ///
+    /// `reg token new` prints a new random token and its hash; `reg token hash` prints the
+    /// hash (sha256:<hex>) of a token given as an argument or on stdin.
+    Token(token::TokenArgs),
     /// Print the version.
     Version,
 }
@@ -121,7 +127,7 @@ impl Command {
             Command::Browse(args) => Some(&mut args.registry),
             Command::Mcp(args) => Some(&mut args.registry),
             Command::Service(args) => Some(&mut args.registry),
-            Command::Serve(_) | Command::Bench(_) | Command::Version => None,
+            Command::Serve(_) | Command::Bench(_) | Command::Token(_) | Command::Version => None,
         }
     }
 
@@ -137,6 +143,7 @@ impl Command {
             Command::Service(_) => "service",
             Command::Serve(_) => "serve",
             Command::Bench(_) => "bench",
+            Command::Token(_) => "token",
             Command::Version => "version",
         }
     }
@@ -175,6 +182,7 @@ fn main() -> ExitCode {
         Command::Service(args) => service::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Token(args) => token::run(args),
         Command::Version => version::run(),
     };
     match result {
