@@ -722,12 +722,22 @@ fn ttl_check(check: &Map<String, Value>, id: &str) -> Result<(Duration, Status),
     Ok((ttl, status))
 }
 
+/// The instances a caller may know of (read or provide them): an id it may do neither with
+/// is unknown to it (404, as for an id that does not exist), so probing ids leaks nothing.
+fn known_to(caller: &Caller, mut found: Vec<Arc<InstanceEntry>>) -> Vec<Arc<InstanceEntry>> {
+    found.retain(|entry| {
+        let name = entry.instance.register_name();
+        caller.can(Right::Read, &name) || caller.can(Right::Provide, &name)
+    });
+    found
+}
+
 fn deregister(
     discovery: &Discovery,
     id: &str,
     caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
-    let found = discovery.by_id(id);
+    let found = known_to(caller, discovery.by_id(id));
     if found.is_empty() {
         return Err(not_found(format!("unknown service ID {}", Quoted(id))));
     }
@@ -769,7 +779,7 @@ fn set_check(
             Quoted(check)
         ))
     })?;
-    let found = discovery.by_id(id);
+    let found = known_to(caller, discovery.by_id(id));
     if found.is_empty() {
         return Err(not_found(format!("unknown check ID {}", Quoted(check))));
     }
