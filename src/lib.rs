@@ -55,6 +55,8 @@ pub mod persist;
 pub mod server;
 mod store;
 mod sync;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use duration::{format_go_duration, parse_go_duration, DurationError};
 pub use json::{Json, JsonError};

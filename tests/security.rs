@@ -576,3 +576,94 @@ async fn the_audit_log_holds_exactly_the_session() {
     assert_eq!(lines[3]["requested_in"], "c-7");
     assert_eq!(audit.dropped(), 0);
 }
+
+#[tokio::test]
+async fn an_open_server_reads_no_credentials() {
+    let registry = Registry::new();
+    seed(&registry);
+    let server = common::start(registry.clone()).await;
+    for header in ["Basic b3BzOg==", "Bearer unknown-token", "Bearer"] {
+        let response = call_with(
+            &server,
+            &[("Authorization", header)],
+            "GET",
+            "/consumer?name=private.key",
+            None,
+        )
+        .await;
+        assert_eq!(response.status, 200, "{header}: {}", response.text());
+        assert_eq!(
+            response.json()["registers"]["private.key"]["value"],
+            "s3cret"
+        );
+    }
+    server.shutdown_and_wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_write_without_the_right_is_refused_before_its_body() {
+    let registry = Registry::new();
+    let server = serve(&registry, None).await;
+    // `Expect: 100-continue` and no body: the refusal comes instead of `100 Continue`.
+    let mut conn = Conn::open(server.local_addr()).await;
+    conn.write(
+        b"PUT /provider HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 40\r\n\r\n",
+    )
+    .await;
+    let response = within("refusal", conn.read_response()).await.unwrap();
+    assert_eq!(response.status, 401, "{}", response.text());
+    let mut conn = Conn::open(server.local_addr()).await;
+    conn.write(
+        b"PUT /consumer HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer reader-token\r\nExpect: 100-continue\r\nContent-Length: 40\r\n\r\n",
+    )
+    .await;
+    let response = within("refusal", conn.read_response()).await.unwrap();
+    assert_eq!(response.status, 403, "{}", response.text());
+    server.shutdown_and_wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn discovery_indexes_say_nothing_of_services_a_caller_may_not_see() {
+    let registry = Registry::new();
+    seed(&registry);
+    // A later change elsewhere in the catalog: web's own index is now below the catalog's.
+    let db = r#"{"service":"db","id":"d1","address":"10.0.0.2","port":5432}"#;
+    registry
+        .set("svc/db/d1", Json::parse(db.as_bytes()).unwrap(), None, None)
+        .unwrap();
+    let server = serve(&registry, None).await;
+    // `commander` reads sensors.* only: the service web (and one that does not exist) look
+    // the same to it, index included.
+    let index = |response: &Response| response.header("x-reg-index").unwrap().to_owned();
+    let web = call(&server, Some("commander"), "GET", "/v1/services/web", None).await;
+    let none = call(&server, Some("commander"), "GET", "/v1/services/none", None).await;
+    assert_eq!(web.status, 200);
+    assert_eq!(web.json()["instances"], json("[]"));
+    assert_eq!(index(&web), index(&none));
+    assert_eq!(web.json()["index"], none.json()["index"]);
+    let consul_web = call(
+        &server,
+        Some("commander"),
+        "GET",
+        "/v1/health/service/web",
+        None,
+    )
+    .await;
+    let consul_none = call(
+        &server,
+        Some("commander"),
+        "GET",
+        "/v1/health/service/none",
+        None,
+    )
+    .await;
+    assert_eq!(
+        consul_web.header("x-consul-index"),
+        consul_none.header("x-consul-index")
+    );
+    // The reader sees the service's own index.
+    let reader = call(&server, Some("reader"), "GET", "/v1/services/web", None).await;
+    assert_eq!(reader.json()["instances"][0]["id"], "w1");
+    assert_ne!(index(&reader), index(&none), "the test must tell the two apart");
+    server.shutdown_and_wait().await.unwrap();
+}

@@ -8,10 +8,24 @@
 use std::path::{Path, PathBuf};
 
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::client::error::ClientError;
+use crate::tls::provider;
+
+fn certificates(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ClientError> {
+    crate::tls::certificates(path, what).map_err(ClientError::Tls)
+}
+
+fn ca_roots(path: &Path) -> Result<RootCertStore, ClientError> {
+    crate::tls::roots(path, "CA file").map_err(ClientError::Tls)
+}
+
+fn private_key(path: &Path) -> Result<rustls_pki_types::PrivateKeyDer<'static>, ClientError> {
+    crate::tls::private_key(path, "client key file").map_err(ClientError::Tls)
+}
 
 /// Where Linux distributions keep the system's trusted CAs as one PEM bundle, tried in order
 /// when no CA file is given: Debian, Ubuntu, Alpine and Arch; then Fedora, RHEL and CentOS.
@@ -28,17 +42,6 @@ pub(crate) struct TlsFiles {
     pub(crate) ca_file: Option<PathBuf>,
     /// PEM client certificate (chain) and its private key, for mutual TLS.
     pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
-}
-
-/// The ring provider, named explicitly rather than installed process-wide, so the client
-/// neither depends on nor changes what the rest of the process chose.
-///
-/// rustls 0.23.48 deprecates it for lacking post-quantum key exchange (only aws-lc-rs has it);
-/// the `tls` feature picks ring on purpose (Cargo.toml: half the build time, no cmake).
-#[allow(deprecated)]
-fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    // std's Arc, not crate::sync's: rustls's API takes it.
-    std::sync::Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A rustls client configuration from `files`: HTTP/1.1 only (no ALPN), TLS 1.2 and 1.3.
@@ -79,21 +82,6 @@ pub(crate) fn plain_config() -> Result<ClientConfig, ClientError> {
         .with_no_client_auth())
 }
 
-/// Every certificate in the CA file, each of which must parse: a user's CA file with a broken
-/// certificate is a mistake worth reporting, not skipping.
-fn ca_roots(path: &Path) -> Result<RootCertStore, ClientError> {
-    let mut roots = RootCertStore::empty();
-    for cert in certificates(path, "CA file")? {
-        roots.add(cert).map_err(|error| {
-            ClientError::Tls(format!(
-                "the CA file {} holds a certificate that cannot be used: {error}",
-                path.display()
-            ))
-        })?;
-    }
-    Ok(roots)
-}
-
 /// The first system bundle that exists; certificates rustls cannot use are skipped there, as
 /// a system bundle is not ours to fix.
 fn system_roots() -> Result<RootCertStore, ClientError> {
@@ -116,50 +104,6 @@ fn system_roots() -> Result<RootCertStore, ClientError> {
         )));
     }
     Ok(roots)
-}
-
-/// The PEM certificates in `path`, at least one. `what` names the file's role in errors.
-fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-    let pem = read(path, what)?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| {
-            ClientError::Tls(format!(
-                "the {what} {} is not valid PEM: {error}",
-                path.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(ClientError::Tls(format!(
-            "the {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        )));
-    }
-    Ok(certs)
-}
-
-/// The first private key in `path`: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, ClientError> {
-    let what = "client key file";
-    let pem = read(path, what)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|error| {
-        let reason = match error {
-            rustls_pki_types::pem::Error::NoItemsFound => {
-                "holds no PEM private key (-----BEGIN PRIVATE KEY-----)".to_owned()
-            }
-            error => format!("is not a valid PEM private key: {error}"),
-        };
-        ClientError::Tls(format!("the {what} {} {reason}", path.display()))
-    })
-}
-
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|error| {
-        ClientError::Tls(format!(
-            "cannot read the {what} {}: {error}",
-            path.display()
-        ))
-    })
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@
 //! * **Never blocks the commit path.** A line goes into a bounded queue
 //!   ([`QUEUE_LINES`]) with `try_send`; one thread writes the file. When the queue is full
 //!   the line is dropped and counted: the writer then writes an `audit_overflow` line with
-//!   the count, logs a warning, and `/metrics` shows `reg_audit_dropped_total`. Nothing is
-//!   dropped silently.
+//!   the count, logs a warning, and `/metrics` shows `reg_audit_dropped_total`. A write that
+//!   fails (a full disk) is logged as an error each time. Nothing is dropped silently.
 //! * **Rotation:** when the file passes `max_bytes` it becomes `FILE.1` (`FILE.1` becomes
 //!   `FILE.2`, …; the oldest beyond `keep` is deleted) and a new `FILE` is started.
 
@@ -32,8 +32,13 @@ use crate::store::commit::{Committed, Now, Sink};
 use crate::store::{EventKind, Origin, Revision};
 
 /// Lines the queue holds before new ones are dropped (and counted): 65,536, a few seconds
-/// of a busy fleet's changes, about 10 MB at most.
+/// of a busy fleet's changes. A line is at most about 1.5 KiB (a name of up to 1 KiB, a
+/// request's value cut to [`VALUE_BYTES`]), so a full queue holds about 100 MB at worst and
+/// a few MB in practice (names of tens of bytes).
 pub const QUEUE_LINES: usize = 65_536;
+/// Most bytes of a requested value an audit line quotes: 256 (the line also gives the
+/// value's full size). The registry keeps the value; the audit says who asked for what.
+pub const VALUE_BYTES: usize = 256;
 /// Default size at which the file is rotated: 100 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// Default number of rotated files kept: 5.
@@ -156,6 +161,20 @@ impl AuditLog {
         push_origin(&mut line, Some(origin));
         self.push(finish(line));
     }
+}
+
+/// A value's JSON text for an audit line: whole up to [`VALUE_BYTES`], else cut there (on a
+/// character boundary) and marked `…(N bytes)`.
+pub(crate) fn clip(json: &[u8]) -> String {
+    let text = String::from_utf8_lossy(json);
+    if text.len() <= VALUE_BYTES {
+        return text.into_owned();
+    }
+    let mut end = VALUE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &text[..end], json.len())
 }
 
 /// A field value of an audit line.
@@ -340,7 +359,10 @@ impl Writer {
     fn write(&mut self, line: &[u8]) {
         if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
             if let Err(error) = self.rotate() {
+                // Go on in the current file and try again after another `max_bytes`, rather
+                // than shift (and drop) the rotated files again at every line.
                 tracing::error!(%error, path = %self.path.display(), "audit log rotation failed");
+                self.size = 0;
             }
         }
         match self.out.write_all(line) {
@@ -384,6 +406,18 @@ impl Writer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_clipped_on_a_character_boundary() {
+        assert_eq!(clip(b"true"), "true");
+        let long = format!("\"{}\"", "é".repeat(300));
+        let clipped = clip(long.as_bytes());
+        assert!(
+            clipped.ends_with(&format!("…({} bytes)", long.len())),
+            "{clipped}"
+        );
+        assert!(clipped.len() < VALUE_BYTES + 20);
+    }
 
     #[test]
     fn rfc3339_dates() {

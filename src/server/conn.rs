@@ -30,6 +30,10 @@
 //!   in flight, and wakes the watchdog ([`Activity::rearm`]) so that it moves from the idle
 //!   deadline to the (earlier) header deadline. A connection that is busy is never timed out: a long poll is bounded by
 //!   `max_wait`, a vanished peer by TCP keep-alive.
+//! * **TLS** (`tls.rs`): the handshake runs in the connection's task, bounded by the
+//!   header-read timeout (else the idle timeout); the watchdog starts once it is done, on the
+//!   decrypted stream. A connection over an address's cap is closed without an answer (a
+//!   plaintext 503 would be a protocol error to a TLS client).
 //! * **Graceful shutdown**: on the drain signal the accept loop stops and drops the listener,
 //!   every connection gets hyper's `graceful_shutdown` (idle ones close at once, busy ones
 //!   after their response), and connections still open after `drain_timeout` are aborted.
@@ -139,7 +143,10 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                         .refused_per_ip
                         .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "refused: too many connections from this address");
-                    connections.spawn(refuse(stream, shared.config.connections_per_ip()));
+                    // Over TLS a plaintext 503 would read as a protocol error: just close.
+                    if !shared.is_tls() {
+                        connections.spawn(refuse(stream, shared.config.connections_per_ip()));
+                    }
                 }
             },
             Err(error) if is_per_connection(&error) => {
@@ -234,11 +241,7 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _admiss
     }
     #[cfg(feature = "tls")]
     if let Some(tls) = shared.tls.as_ref().map(|tls| tls.acceptor()) {
-        // The handshake gets the header-read time (a client that connects and stalls is
-        // dropped like one that stalls in its head); zero is off.
-        let limit = Some(shared.config.header_read_timeout)
-            .filter(|t| !t.is_zero())
-            .unwrap_or(Duration::MAX);
+        let limit = handshake_timeout(&shared.config);
         let stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
@@ -271,6 +274,17 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, _admiss
         return;
     }
     serve_io(shared, stream, Peer::plain(peer)).await;
+}
+
+/// How long a TLS handshake may take: the header-read time (a client that connects and
+/// stalls is dropped like one that stalls in its head), else the idle time, else the default
+/// header-read time: never unbounded, since the watchdog only starts after it.
+#[cfg(feature = "tls")]
+fn handshake_timeout(config: &crate::server::ServerConfig) -> Duration {
+    [config.header_read_timeout, config.idle_timeout]
+        .into_iter()
+        .find(|t| !t.is_zero())
+        .unwrap_or(crate::server::DEFAULT_HEADER_READ_TIMEOUT)
 }
 
 /// Who is on the other end of a connection.

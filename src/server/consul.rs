@@ -179,6 +179,7 @@ pub(crate) async fn handle(
             drop(request);
             let visible = visible()?;
             let (index, entries) = service_query(shared, &discovery, &name, &params).await?;
+            let index = visible.index(&discovery, index);
             let list: Vec<Value> = visible
                 .instances(entries)
                 .iter()
@@ -633,7 +634,8 @@ async fn register(
         .map_err(|e| bad(format!("service {}", e)))?;
     // Consul addresses instances by ID alone: the same ID under another name moves it, so
     // the caller needs `provide` on both.
-    let moved = discovery.by_id(&id);
+    // Instances in services the caller may not see are left alone and never named.
+    let moved = known_to(caller, discovery.by_id(&id));
     let touched: Vec<String> = std::iter::once(instance.register_name())
         .chain(
             moved

@@ -4,13 +4,14 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 
-use crate::server::audit::Field;
+use crate::server::audit::{self, Field};
 use crate::server::auth::{Caller, NameFilter, Right};
 use crate::server::body::parse_entries;
 use crate::server::error::ServerError;
 use crate::server::query::Query;
 use crate::server::routes::{self, ResBody};
 use crate::server::{response, Shared};
+use crate::store::Selector;
 
 /// The header that carries the revision an answer is consistent with.
 pub(crate) const X_REG_INDEX: &str = "x-reg-index";
@@ -31,34 +32,50 @@ pub(crate) async fn get(
     query: Query,
     caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
-    let visible = caller.filter(Right::Read);
-    if visible.is_some() {
-        caller.require_somewhere(Right::Read)?;
-    }
-    let selector = query.selector();
+    let visible = caller.scope(Right::Read)?;
     let registry = &shared.registry;
+    // A restricted caller's named poll never looks at a name it may not read: those are left
+    // out of the selector, so neither the answer nor when it comes depends on them. Asked for
+    // none it may read, the poll runs its course like one for a name that never appears.
+    let mut selector = Some(query.selector());
+    if let (Some(visible), Some(Selector::Names(names))) = (&visible, &selector) {
+        let kept: Vec<&str> = names.iter().map(|n| &**n).filter(|n| visible(n)).collect();
+        selector = (!kept.is_empty()).then(|| Selector::names(kept));
+    }
     if let Some(wait) = query.wait {
         let current = registry.revision();
-        match query.index {
+        match (&selector, query.index) {
             // An index from the future comes from another server (or one that restarted and
             // counts from 0 again): waiting for it would ignore changes until the counter
             // caught up. The server cannot tell what the client saw, so it answers at once.
-            Some(index) if index > current => {}
-            index => {
+            (Some(_), Some(index)) if index > current => {}
+            (Some(selector), index) => {
                 let after = index.unwrap_or(current);
                 // Timing out is a normal end of a long poll: answer with the current values.
                 let _ = tokio::time::timeout(
                     wait,
-                    wait_visible(registry, &selector, after, visible.as_ref()),
+                    wait_visible(registry, selector, after, visible.as_ref()),
                 )
                 .await;
             }
+            (None, _) => {
+                let _ = tokio::time::timeout(wait, registry.closed()).await;
+            }
         }
     }
-    let mut read = registry.read(&selector);
-    if let Some(visible) = &visible {
-        read.registers.retain(|register| visible(register.name()));
-    }
+    let read = match &selector {
+        Some(selector) => {
+            let mut read = registry.read(selector);
+            if let Some(visible) = &visible {
+                read.registers.retain(|register| visible(register.name()));
+            }
+            read
+        }
+        None => crate::store::Registers {
+            revision: registry.revision(),
+            registers: Vec::new(),
+        },
+    };
     let body = response::registers(&read.registers, query.detail.then_some(registry));
     let mut response = routes::json(StatusCode::OK, body);
     response
@@ -67,25 +84,32 @@ pub(crate) async fn get(
     Ok(response)
 }
 
-/// Waits until a selected register the caller may see changes after `after` (every
-/// selected register when `visible` is `None`), or shutdown.
+/// Waits until a selected register the caller may see changes after `after`, or shutdown.
+/// `visible` is `None` for a caller who may read every register; a named `selector` must
+/// already hold only names the caller may read (then the plain wait is exact). For every
+/// register (`Selector::All`) and a restricted caller, the change feed is followed and only
+/// visible names end the wait: a write wakes each such poll for one name check, never a scan.
 ///
 /// # Cancel safety
 /// Cancel safe, as [`Registry::wait`](crate::Registry::wait).
 pub(crate) async fn wait_visible(
     registry: &crate::Registry,
-    selector: &crate::Selector,
-    mut after: crate::Revision,
+    selector: &Selector,
+    after: crate::Revision,
     visible: Option<&NameFilter>,
 ) {
-    loop {
-        if registry.wait(selector, after).await == crate::WaitOutcome::Shutdown {
+    let visible = match (visible, selector) {
+        (Some(visible), Selector::All) => visible,
+        _ => {
+            let _ = registry.wait(selector, after).await;
             return;
         }
-        let Some(visible) = visible else {
-            return;
-        };
-        // Woken by some change: was it one the caller may see?
+    };
+    // Subscribed before looking back, so no change falls between the two.
+    let mut feed = registry.subscribe();
+    let mut after = after;
+    if after < registry.revision() {
+        // Behind (the client's index is older): one look at what changed since.
         let replay = registry.replay(selector, after);
         if !replay.complete
             || replay.set.iter().any(|register| visible(register.name()))
@@ -94,6 +118,19 @@ pub(crate) async fn wait_visible(
             return;
         }
         after = replay.revision;
+    }
+    let closed = registry.closed();
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            _ = &mut closed => return,
+            event = feed.recv() => match event {
+                Ok(event) if event.revision > after && visible(&event.name) => return,
+                Ok(_) => {}
+                // Fell behind the feed: it cannot tell what was missed, so answer.
+                Err(_) => return,
+            },
+        }
     }
 }
 
@@ -104,6 +141,9 @@ pub(crate) async fn put(
     request: Request<Incoming>,
     caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
+    // Refused before the body is read (and before `100 Continue`) when it could hold nothing
+    // the caller may request.
+    caller.require_somewhere(Right::Request)?;
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
     caller.require(Right::Request, entries.iter().map(|e| e.name.as_str()))?;
@@ -121,9 +161,10 @@ pub(crate) async fn put(
                 caller.origin(),
                 &[
                     ("name", Field::Str(&entry.name)),
+                    ("value", Field::Str(&audit::clip(entry.value.as_bytes()))),
                     (
-                        "value",
-                        Field::Str(&String::from_utf8_lossy(entry.value.as_bytes())),
+                        "value_bytes",
+                        Field::Num(entry.value.as_bytes().len() as u64),
                     ),
                 ],
             );
@@ -143,7 +184,7 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::{Json, Registry, Selector};
+    use crate::{Json, Registry};
 
     /// Polls once with a no-op waker: has the wait ended?
     fn ended(wait: std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {

@@ -116,8 +116,13 @@ pub enum ServerError {
     #[error("tls: {0}")]
     Tls(String),
     /// No credentials, or unknown ones, where the anonymous caller lacks the right (401).
-    #[error("{0}")]
-    Unauthorized(String),
+    #[error("{message}")]
+    Unauthorized {
+        /// What is missing.
+        message: String,
+        /// The first register refused, when one was.
+        name: Option<String>,
+    },
     /// The caller's principal lacks a right (403); nothing of the request was applied.
     #[error(
         "principal {} may not {right}{}",
@@ -196,7 +201,7 @@ impl ServerError {
             }
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ServerError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServerError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ServerError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ServerError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ServerError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -229,6 +234,24 @@ impl ServerError {
         ServerError::InvalidEntry {
             name: name.to_owned(),
             reason: reason.into(),
+        }
+    }
+
+    /// A 401 that names no register.
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        ServerError::Unauthorized {
+            message: message.into(),
+            name: None,
+        }
+    }
+
+    /// The register a 401 or 403 refused, if it named one.
+    pub(crate) fn refused_name(&self) -> Option<&str> {
+        match self {
+            ServerError::Unauthorized { name, .. } | ServerError::Forbidden { name, .. } => {
+                name.as_deref()
+            }
+            _ => None,
         }
     }
 

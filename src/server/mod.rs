@@ -267,6 +267,18 @@ impl Shared {
             .map_or(0, crate::discovery::Discovery::parked)
     }
 
+    /// Whether connections speak TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
     pub(crate) fn is_draining(&self) -> bool {
         // Ordering: Acquire pairs with the Release store in `ShutdownHandle::shutdown`.
         self.draining.load(Ordering::Acquire)

@@ -20,12 +20,15 @@ pub(crate) async fn put(
     request: Request<Incoming>,
     caller: &Caller,
 ) -> Result<Response<ResBody>, ServerError> {
+    // Refused before the body is read (and before `100 Continue`) when it could hold nothing
+    // the caller may provide.
+    caller.require_somewhere(Right::Provide)?;
     let body = routes::read_body(shared, request).await?;
     let entries = parse_entries(&body, &shared.config)?;
+    caller.require(Right::Provide, entries.iter().map(|e| e.name.as_str()))?;
     for entry in &entries {
         services::check_entry(&entry.name, &entry.value)?;
     }
-    caller.require(Right::Provide, entries.iter().map(|e| e.name.as_str()))?;
     let mut changed = None;
     for entry in entries {
         let outcome = shared.registry.set_as(
@@ -70,10 +73,7 @@ pub(crate) async fn get(
     // Named requests need `take` on each name; without names the caller takes only the
     // requests it may take, and the others stay pending for their providers.
     caller.require(Right::Take, query.names.iter().map(String::as_str))?;
-    let allowed = caller.filter(Right::Take);
-    if allowed.is_some() {
-        caller.require_somewhere(Right::Take)?;
-    }
+    let allowed = caller.scope(Right::Take)?;
     let selector = query.selector();
     let registry = &shared.registry;
     let taken = match (query.wait, allowed) {

@@ -153,8 +153,8 @@ fn bearer(request: &Request<Incoming>, route: Route) -> Result<Option<String>, S
             .filter(|token| !token.is_empty());
         return match token {
             Some(token) => Ok(Some(token.to_owned())),
-            None => Err(ServerError::Unauthorized(
-                "the Authorization header must be `Bearer <token>`".into(),
+            None => Err(ServerError::unauthorized(
+                "the Authorization header must be `Bearer <token>`",
             )),
         };
     }
@@ -189,24 +189,34 @@ pub(crate) async fn handle(
     let mut audit_path = None;
     let mut caller = None;
     let result = match check_head(&request, &shared.config) {
-        Ok(()) => match bearer(&request, route).and_then(|token| {
-            shared
-                .auth
-                .authenticate(token.as_deref(), peer.identity.as_deref())
-        }) {
-            Ok(principal) => {
-                let who = Caller::new(principal, &request_id, peer.addr);
-                if shared.audit.is_some() {
-                    audit_path = Some(path_for_message(&request));
+        Ok(()) => {
+            // An open server (no --auth) reads no credentials: a header a proxy added, or a
+            // client's token for another registry, changes nothing.
+            let principal = if shared.auth.is_open() {
+                shared.auth.authenticate(None, None)
+            } else {
+                bearer(&request, route).and_then(|token| {
+                    shared
+                        .auth
+                        .authenticate(token.as_deref(), peer.identity.as_deref())
+                })
+            };
+            match principal {
+                Ok(principal) => {
+                    let who =
+                        Caller::new(principal, &request_id, peer.addr, peer.identity.as_deref());
+                    if shared.audit.is_some() {
+                        audit_path = Some(path_for_message(&request));
+                    }
+                    caller = Some(who.clone());
+                    route_request(shared, route, &method, request, busy, &who).await
                 }
-                caller = Some(who.clone());
-                route_request(shared, route, &method, request, busy, &who).await
+                Err(error) => {
+                    audit_path = Some(path_for_message(&request));
+                    Err(error)
+                }
             }
-            Err(error) => {
-                audit_path = Some(path_for_message(&request));
-                Err(error)
-            }
-        },
+        }
         Err(error) => Err(error),
     };
     let mut response = match result {
@@ -216,7 +226,7 @@ pub(crate) async fn handle(
                 &shared.audit,
                 matches!(
                     error,
-                    ServerError::Unauthorized(_) | ServerError::Forbidden { .. }
+                    ServerError::Unauthorized { .. } | ServerError::Forbidden { .. }
                 ),
             ) {
                 let origin = match &caller {
@@ -236,10 +246,7 @@ pub(crate) async fn handle(
                     ("path", Field::Str(path)),
                     ("error", Field::Str(&message)),
                 ];
-                if let ServerError::Forbidden {
-                    name: Some(name), ..
-                } = &error
-                {
+                if let Some(name) = error.refused_name() {
                     fields.push(("name", Field::Str(name)));
                 }
                 audit.event("denied", &origin, &fields);
@@ -378,7 +385,7 @@ pub(crate) fn error_response(error: &ServerError) -> Response<ResBody> {
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(allowed));
         }
-        ServerError::Unauthorized(_) => {
+        ServerError::Unauthorized { .. } => {
             response.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"reg\""),

@@ -53,11 +53,7 @@ pub(crate) struct Visible(Option<crate::server::auth::NameFilter>);
 impl Visible {
     /// For `caller`; refuses a caller that may read nothing at all.
     pub(crate) fn of(caller: &Caller) -> Result<Visible, ServerError> {
-        let filter = caller.filter(Right::Read);
-        if filter.is_some() {
-            caller.require_somewhere(Right::Read)?;
-        }
-        Ok(Visible(filter))
+        Ok(Visible(caller.scope(Right::Read)?))
     }
 
     /// Whether the caller may see this instance.
@@ -68,6 +64,18 @@ impl Visible {
                 &entry.instance.service,
                 &entry.instance.id,
             )),
+        }
+    }
+
+    /// The index a caller is given for a service whose own index is `index`: the catalog's
+    /// for a restricted caller, whose answers must not depend on what it may not see (a
+    /// service's index moves with instances it may not read, and a service that does not
+    /// exist has the catalog's).
+    pub(crate) fn index(&self, discovery: &Discovery, index: Revision) -> Revision {
+        if self.0.is_some() {
+            discovery.index()
+        } else {
+            index
         }
     }
 
@@ -117,7 +125,9 @@ impl Visible {
                     .count(),
                 tags,
                 versions,
-                index: summary.index,
+                // A service's own index would tell a caller that something it may not see
+                // changed (or exists): restricted callers get the catalog's.
+                index: services.index,
             });
         }
         Services {
@@ -280,6 +290,7 @@ async fn instances(
     }
     let mut listed = discovery.instances(service, &filter);
     listed.instances = visible.instances(listed.instances);
+    listed.index = visible.index(&discovery, listed.index);
     // Written directly (no `Value` tree): a change answers every watcher of the service, each
     // with the whole list.
     let mut out = Vec::with_capacity(64 + listed.instances.len() * 256);
@@ -355,6 +366,8 @@ fn watch(
         loop {
             let mut listed = discovery.instances(&service, &filter);
             listed.instances = visible.instances(listed.instances);
+            let waited = listed.index;
+            listed.index = visible.index(&discovery, listed.index);
             let mut chunk = Vec::new();
             let mut now: BTreeMap<String, Revision> = BTreeMap::new();
             for entry in &listed.instances {
@@ -384,7 +397,7 @@ fn watch(
                     biased;
                     _ = &mut closed => return,
                     _ = tx.closed() => return,
-                    _ = discovery.wait(&service, listed.index) => break,
+                    _ = discovery.wait(&service, waited) => break,
                     _ = tokio::time::sleep(keep_alive) => {
                         if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
                             return;

@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio_rustls::TlsAcceptor;
 
 use crate::server::error::ServerError;
@@ -83,48 +81,33 @@ impl Tls {
     }
 }
 
-fn tls_error(path: &std::path::Path, reason: impl std::fmt::Display) -> ServerError {
-    ServerError::Tls(format!("{}: {reason}", path.display()))
-}
-
-fn certificates(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| tls_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_error(path, e))?;
-    if certs.is_empty() {
-        return Err(tls_error(path, "no certificate in the file"));
-    }
-    Ok(certs)
-}
-
 fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
-    let certs = certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_error(&files.key, e))?;
-    // `ring` offers no post-quantum key exchange (rustls 0.23.48 deprecates this call for
-    // that); aws-lc-rs does, at twice the build time and a cmake dependency. Classic ECDHE
-    // is what reg's clients (Python, Go, JS) negotiate today.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs =
+        crate::tls::certificates(&files.cert, "certificate file").map_err(ServerError::Tls)?;
+    let key = crate::tls::private_key(&files.key, "key file").map_err(ServerError::Tls)?;
+    let provider = crate::tls::provider();
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     let builder = match &files.client_ca {
         Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(path)? {
-                roots.add(cert).map_err(|e| tls_error(path, e))?;
-            }
+            let roots = crate::tls::roots(path, "client CA file").map_err(ServerError::Tls)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|e| tls_error(path, e))?;
+                .map_err(|e| {
+                    ServerError::Tls(format!("the client CA file {}: {e}", path.display()))
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| tls_error(&files.cert, format!("does not go with the key: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        ServerError::Tls(format!(
+            "the certificate {} does not go with the key {}: {e}",
+            files.cert.display(),
+            files.key.display()
+        ))
+    })?;
     // HTTP/1.1 only over TLS (reg's clients speak it; h2 over TLS is not negotiated).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))

@@ -114,10 +114,7 @@ pub(crate) fn stream(
 ) -> Result<Response<ResBody>, ServerError> {
     let query = Query::parse(request.uri().query(), &shared.config)?;
     // A caller without `read` everywhere is sent only the events of registers it may read.
-    let visible = caller.filter(Right::Read);
-    if visible.is_some() {
-        caller.require_somewhere(Right::Read)?;
-    }
+    let visible = caller.scope(Right::Read)?;
     let last_event_id = match request.headers().get("last-event-id") {
         Some(value) => {
             let text = value.to_str().unwrap_or("\u{fffd}");

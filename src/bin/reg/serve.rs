@@ -332,6 +332,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let open = args.auth.is_none();
     if let Some(path) = &args.auth {
         let auth = server::auth::Auth::load(path)?;
+        if auth.has_cert_principals() && args.tls_client_ca.is_none() {
+            tracing::warn!(
+                "{} names principals by certificate (cert = …) but there is no \
+                 --tls-client-ca: no client presents a certificate, so they can never call",
+                path.display()
+            );
+        }
         tracing::info!(principals = auth.principals(), file = %path.display(), "access rules loaded");
         builder = builder.auth(auth);
     }
@@ -357,11 +364,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let server = builder.bind(&args.addr).await?;
-    if open && !server.local_addr().ip().is_loopback() {
+    let exposed = !server.local_addr().ip().is_loopback();
+    if open && exposed {
         tracing::warn!(
             addr = %server.local_addr(),
             "no --auth: anyone who can reach this address can read, change and delete every \
              register and take every change request; bind to 127.0.0.1 or give --auth"
+        );
+    } else if !open && exposed && args.tls_cert.is_none() {
+        tracing::warn!(
+            addr = %server.local_addr(),
+            "--auth without TLS: bearer tokens cross the network in clear text; give \
+             --tls-cert and --tls-key"
         );
     }
     if let Some(tls) = tls {
@@ -390,7 +404,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     server.wait().await?;
     if let Some(audit) = audit {
-        audit.flush();
+        // Blocks until the writer thread caught up: off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
     }
     Ok(())
 }

@@ -236,6 +236,12 @@ impl Auth {
         &self.anonymous
     }
 
+    /// Whether some principal is named by a certificate identity (`cert = …`): such a
+    /// principal can only call over mTLS.
+    pub fn has_cert_principals(&self) -> bool {
+        !self.by_cert.is_empty()
+    }
+
     /// The principals the file names (without `anonymous`).
     pub fn principals(&self) -> usize {
         let mut seen: Vec<*const Principal> = self
@@ -262,7 +268,7 @@ impl Auth {
             return match self.by_token.get(&digest) {
                 Some(principal) => Ok(Arc::clone(principal)),
                 None if self.open => Ok(Arc::clone(&self.anonymous)),
-                None => Err(ServerError::Unauthorized("unknown token".into())),
+                None => Err(ServerError::unauthorized("unknown token")),
             };
         }
         if let Some(principal) = cert.and_then(|cert| self.by_cert.get(cert)) {
@@ -297,7 +303,12 @@ fn rules(principal: &str, entries: Vec<FileRule>) -> Result<Rules, AuthError> {
         let invalid = |what: String| AuthError::Invalid(format!("principal {principal:?}: {what}"));
         let pattern = match (entry.names, entry.prefix) {
             (Some(names), None) => Pattern::new(&names),
-            (None, Some(prefix)) => Pattern::new(&format!("{}*", prefix.replace(['*', '?'], ""))),
+            (None, Some(prefix)) if prefix.contains(['*', '?']) => {
+                return Err(invalid(format!(
+                    "prefix {prefix:?} holds a wildcard: use names = \"{prefix}\" for a glob"
+                )))
+            }
+            (None, Some(prefix)) => Pattern::new(&format!("{prefix}*")),
             _ => {
                 return Err(invalid(
                     "each rule needs exactly one of names or prefix".into(),
@@ -375,8 +386,23 @@ impl fmt::Debug for Caller {
 }
 
 impl Caller {
-    pub(crate) fn new(principal: Arc<Principal>, request_id: &str, peer: SocketAddr) -> Self {
-        let origin = Origin::new(&principal.name, request_id, Some(peer));
+    /// `cert`: the identity of the connection's client certificate, if any. A certificate no
+    /// principal claims has the rights of `anonymous`; the audit then names it as
+    /// `anonymous (cert <identity>)`.
+    pub(crate) fn new(
+        principal: Arc<Principal>,
+        request_id: &str,
+        peer: SocketAddr,
+        cert: Option<&str>,
+    ) -> Self {
+        let origin = match cert.filter(|_| principal.is_anonymous()) {
+            Some(cert) => Origin::new(
+                &format!("{ANONYMOUS} (cert {cert})"),
+                request_id,
+                Some(peer),
+            ),
+            None => Origin::new(&principal.name, request_id, Some(peer)),
+        };
         Self { principal, origin }
     }
 
@@ -409,13 +435,16 @@ impl Caller {
     /// 401 for an anonymous caller (credentials would help), 403 for a principal.
     pub(crate) fn refusal(&self, right: Right, name: Option<&str>) -> ServerError {
         if self.principal.is_anonymous() {
-            ServerError::Unauthorized(match name {
-                Some(name) => format!(
-                    "credentials required: {right} on register {}",
-                    crate::server::error::quote(name)
-                ),
-                None => format!("credentials required: {right}"),
-            })
+            ServerError::Unauthorized {
+                message: match name {
+                    Some(name) => format!(
+                        "credentials required: {right} on register {}",
+                        crate::server::error::quote(name)
+                    ),
+                    None => format!("credentials required: {right}"),
+                },
+                name: name.map(str::to_owned),
+            }
         } else {
             ServerError::Forbidden {
                 principal: self.principal.name.to_string(),
@@ -457,6 +486,16 @@ impl Caller {
         } else {
             Err(self.refusal(right, None))
         }
+    }
+
+    /// What a caller with `right` on some names may touch: `None` when it holds `right`
+    /// everywhere, else the check for one name; refused when it holds it nowhere.
+    pub(crate) fn scope(&self, right: Right) -> Result<Option<NameFilter>, ServerError> {
+        let filter = self.filter(right);
+        if filter.is_some() {
+            self.require_somewhere(right)?;
+        }
+        Ok(filter)
     }
 }
 
@@ -538,6 +577,10 @@ rules = [{ prefix = "sensors.17.", rights = ["provide", "take"] }]
                 "[[principal]]\nname = \"a\"\ncert = \"x\"\nrules = [{ rights = [\"read\"] }]",
                 "exactly one of names or prefix",
             ),
+            (
+                "[[principal]]\nname = \"a\"\ncert = \"x\"\nrules = [{ prefix = \"a*\", rights = [\"read\"] }]",
+                "holds a wildcard",
+            ),
         ];
         for (text, expected) in cases {
             let error = Auth::from_toml(text).unwrap_err().to_string();
@@ -549,12 +592,21 @@ rules = [{ prefix = "sensors.17.", rights = ["provide", "take"] }]
     fn refusals_are_401_for_anonymous_and_403_for_principals() {
         let auth = Auth::from_toml(FILE).unwrap();
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-        let anonymous = Caller::new(auth.authenticate(None, None).unwrap(), "r1", peer);
+        let anonymous = Caller::new(auth.authenticate(None, None).unwrap(), "r1", peer, None);
         let sensor = Caller::new(
             auth.authenticate(None, Some("sensor-17.fleet")).unwrap(),
             "r2",
             peer,
+            Some("sensor-17.fleet"),
         );
+        assert_eq!(sensor.origin().identity(), "sensor-17");
+        let stranger = Caller::new(
+            auth.authenticate(None, Some("stranger")).unwrap(),
+            "r3",
+            peer,
+            Some("stranger"),
+        );
+        assert_eq!(stranger.origin().identity(), "anonymous (cert stranger)");
         let error = anonymous.require(Right::Provide, ["public.x"]).unwrap_err();
         assert_eq!(error.status(), hyper::StatusCode::UNAUTHORIZED);
         let error = sensor
