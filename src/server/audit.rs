@@ -32,9 +32,10 @@ use crate::store::commit::{Committed, Now, Sink};
 use crate::store::{EventKind, Origin, Revision};
 
 /// Lines the queue holds before new ones are dropped (and counted): 65,536, a few seconds
-/// of a busy fleet's changes. A line is at most about 1.5 KiB (a name of up to 1 KiB, a
-/// request's value cut to [`VALUE_BYTES`]), so a full queue holds about 100 MB at worst and
-/// a few MB in practice (names of tens of bytes).
+/// of a busy fleet's changes. A change waits as two `Arc`s (its name is shared with the
+/// register); a request's line is at most about 1.5 KiB (a name of up to 1 KiB, its value
+/// cut to [`VALUE_BYTES`]), so a full queue holds about 100 MB at worst and a few MB in
+/// practice (names of tens of bytes).
 pub const QUEUE_LINES: usize = 65_536;
 /// Most bytes of a requested value an audit line quotes: 256 (the line also gives the
 /// value's full size). The registry keeps the value; the audit says who asked for what.
@@ -46,6 +47,15 @@ pub const DEFAULT_KEEP: usize = 5;
 
 enum Message {
     Line(String),
+    /// A committed change, as the sink took it under the commit lock: formatted by the
+    /// writer thread, so the commit path only clones two `Arc`s.
+    Change {
+        event: &'static str,
+        name: crate::sync::Arc<str>,
+        revision: Revision,
+        origin: Option<Origin>,
+        wall_ms: u64,
+    },
     /// Everything queued before it is written and flushed: then the sender is told.
     Flush(mpsc::Sender<()>),
 }
@@ -63,6 +73,9 @@ impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Message::Line(line) => f.debug_tuple("Line").field(line).finish(),
+            Message::Change { event, name, .. } => {
+                f.debug_tuple("Change").field(event).field(name).finish()
+            }
             Message::Flush(_) => f.write_str("Flush"),
         }
     }
@@ -136,7 +149,12 @@ impl AuditLog {
 
     /// Queues one line; never blocks.
     fn push(&self, line: String) {
-        match self.tx.try_send(Message::Line(line)) {
+        self.send(Message::Line(line));
+    }
+
+    /// Queues a message; never blocks: a full queue drops it and counts it.
+    fn send(&self, message: Message) {
+        match self.tx.try_send(message) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 // Ordering: Relaxed: a counter, read by the writer and metrics.
@@ -200,7 +218,7 @@ impl Sink for AuditSink {
                 } else {
                     "change"
                 };
-                (event, register.name(), register.revision(), origin)
+                (event, register.name_arc(), register.revision(), origin)
             }
             Committed::Removed {
                 name,
@@ -213,17 +231,34 @@ impl Sink for AuditSink {
                 } else {
                     "delete"
                 };
-                (event, &**name, revision, origin)
+                (event, name, revision, origin)
             }
         };
-        let mut line = start(now.wall_ms, event);
-        push_field(&mut line, "name", Field::Str(name));
-        push_field(&mut line, "revision", Field::Num(revision));
-        push_origin(&mut line, origin);
-        self.log.push(finish(line));
+        self.log.send(Message::Change {
+            event,
+            name: crate::sync::Arc::clone(name),
+            revision,
+            origin: origin.cloned(),
+            wall_ms: now.wall_ms,
+        });
     }
 
     fn committed(&mut self, _through: Revision) {}
+}
+
+/// An audit line for a committed change.
+fn change_line(
+    event: &str,
+    name: &str,
+    revision: Revision,
+    origin: Option<&Origin>,
+    wall_ms: u64,
+) -> String {
+    let mut line = start(wall_ms, event);
+    push_field(&mut line, "name", Field::Str(name));
+    push_field(&mut line, "revision", Field::Num(revision));
+    push_origin(&mut line, origin);
+    finish(line)
 }
 
 fn now_ms() -> u64 {
@@ -333,6 +368,16 @@ impl Writer {
     fn handle(&mut self, message: Message) {
         match message {
             Message::Line(line) => self.write(line.as_bytes()),
+            Message::Change {
+                event,
+                name,
+                revision,
+                origin,
+                wall_ms,
+            } => {
+                let line = change_line(event, &name, revision, origin.as_ref(), wall_ms);
+                self.write(line.as_bytes());
+            }
             Message::Flush(done) => {
                 self.report_dropped();
                 let _ = self.out.flush();
