@@ -664,6 +664,10 @@ async fn discovery_indexes_say_nothing_of_services_a_caller_may_not_see() {
     // The reader sees the service's own index.
     let reader = call(&server, Some("reader"), "GET", "/v1/services/web", None).await;
     assert_eq!(reader.json()["instances"][0]["id"], "w1");
-    assert_ne!(index(&reader), index(&none), "the test must tell the two apart");
+    assert_ne!(
+        index(&reader),
+        index(&none),
+        "the test must tell the two apart"
+    );
     server.shutdown_and_wait().await.unwrap();
 }

@@ -103,6 +103,9 @@ pub struct ServerConfig {
     /// most — measured with 10,000 parked long polls, 18.0 KB of RSS per parked poll with
     /// detection against 14.1 KB without (`reg serve` vs `reg serve --http2`, see the README).
     pub http2: bool,
+    /// Serve the dashboard at `/ui/` (on by default; `reg serve --no-ui` turns it off). It
+    /// holds no data: its requests go through the API, with the caller's token.
+    pub ui: bool,
 }
 
 impl ServerConfig {
@@ -134,6 +137,7 @@ impl Default for ServerConfig {
             backlog: DEFAULT_BACKLOG,
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
             http2: false,
+            ui: true,
         }
     }
 }

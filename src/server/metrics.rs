@@ -25,12 +25,14 @@ pub(crate) enum Route {
     Services,
     /// Consul's paths (`server/consul.rs`).
     Consul,
+    /// `/ui` and below: the dashboard's files (`server/ui/`).
+    Ui,
     /// Any unknown path (404s), one label so that scanners cannot grow the table.
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 9] = [
+    const ALL: [Route; 10] = [
         Route::Consumer,
         Route::Provider,
         Route::Watch,
@@ -39,6 +41,7 @@ impl Route {
         Route::Metrics,
         Route::Services,
         Route::Consul,
+        Route::Ui,
         Route::Other,
     ];
 
@@ -52,6 +55,8 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/v1/services" => Route::Services,
             _ if path.starts_with("/v1/services/") => Route::Services,
+            "/ui" => Route::Ui,
+            _ if path.starts_with("/ui/") => Route::Ui,
             _ if crate::server::consul::is_consul_path(path) => Route::Consul,
             _ => Route::Other,
         }
@@ -67,6 +72,7 @@ impl Route {
             Route::Metrics => "/metrics",
             Route::Services => "/v1/services",
             Route::Consul => "consul",
+            Route::Ui => "/ui",
             Route::Other => "other",
         }
     }

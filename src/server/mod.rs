@@ -73,6 +73,7 @@ mod routes;
 mod services;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod ui;
 mod watch;
 
 use std::net::SocketAddr;

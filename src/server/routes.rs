@@ -19,7 +19,7 @@ use crate::server::conn::{Busy, Peer};
 use crate::server::error::{LogSafe, ServerError};
 use crate::server::metrics::Route;
 use crate::server::query::Query;
-use crate::server::{consul, consumer, ops, provider, response, services, watch, Shared};
+use crate::server::{consul, consumer, ops, provider, response, services, ui, watch, Shared};
 
 /// `Content-Type` of JSON bodies.
 const JSON: &str = "application/json";
@@ -338,6 +338,8 @@ async fn route_request(
         (Route::Healthz | Route::Version | Route::Metrics, _) => not_allowed(&request, "GET, HEAD"),
         (Route::Services, _) => services::handle(shared, request, busy, caller).await,
         (Route::Consul, _) => consul::handle(shared, request, caller).await,
+        (Route::Ui, _) if shared.config.ui => ui::handle(method, request.uri().path()),
+        (Route::Ui, _) => Err(ServerError::NotFound(path_for_message(&request))),
         (Route::Other, _) => Err(ServerError::NotFound(path_for_message(&request))),
     }
 }

@@ -95,6 +95,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "REG_HTTP2")]
     http2: bool,
 
+    /// Do not serve the dashboard at /ui/.
+    #[arg(long, env = "REG_NO_UI")]
+    no_ui: bool,
+
     /// Log filter: a level (`info`, `debug`, …) or tracing directives. Default: `RUST_LOG`,
     /// else `info`.
     #[arg(long, env = "REG_LOG_LEVEL")]
@@ -325,6 +329,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         sse_keep_alive: args.sse_keep_alive,
         http2: args.http2,
+        ui: !args.no_ui,
         ..ServerConfig::default()
     };
 
