@@ -562,7 +562,7 @@ function renderServices(lists) {
       row.insertCell().textContent = instance.address + (instance.port ? ':' + instance.port : '');
       row.insertCell().textContent = instance.version || '';
       row.insertCell().textContent = (instance.tags || []).join(', ');
-      row.insertCell().textContent = instance.expires_in || '';
+      row.insertCell().textContent = formatLeft(parseDuration(instance.expires_in));
     }
     section.append(h2, table);
     return section;
