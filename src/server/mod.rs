@@ -176,7 +176,7 @@ impl ServerBuilder {
             let _after = registry.shared_ref().add_sink(audit.sink());
         }
         let mut shared = Shared::new(registry, self.config);
-        shared.auth = self.auth;
+        shared.auth = arc_swap::ArcSwap::from_pointee(self.auth);
         shared.audit = self.audit;
         #[cfg(feature = "tls")]
         {
@@ -210,8 +210,8 @@ pub(crate) struct Shared {
     pub(crate) peers: conn::Peers,
     /// Discovery's catalog, attached on the first discovery request.
     discovery: std::sync::OnceLock<crate::discovery::Discovery>,
-    /// Who may do what.
-    pub(crate) auth: auth::Auth,
+    /// Who may do what; replaced whole by [`ShutdownHandle::set_auth`] (SIGHUP).
+    pub(crate) auth: arc_swap::ArcSwap<auth::Auth>,
     /// Where requests, takes and refusals are recorded (changes come through its sink).
     pub(crate) audit: Option<Arc<audit::AuditLog>>,
     /// HTTPS, when configured.
@@ -245,7 +245,7 @@ impl Shared {
             builder,
             peers: conn::Peers::default(),
             discovery: std::sync::OnceLock::new(),
-            auth: auth::Auth::open(),
+            auth: arc_swap::ArcSwap::from_pointee(auth::Auth::open()),
             audit: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -504,6 +504,13 @@ impl ShutdownHandle {
         tracing::info!("shutting down: answering parked polls, draining connections");
         shared.registry.shutdown();
         shared.drain.send_replace(true);
+    }
+
+    /// Puts new access rules in force (`reg serve` reads its `--auth` file again on SIGHUP):
+    /// requests that arrive from now on are checked against them; those already admitted
+    /// finish under the old ones.
+    pub fn set_auth(&self, auth: auth::Auth) {
+        self.shared.auth.store(Arc::new(auth));
     }
 
     /// Whether shutdown has begun.

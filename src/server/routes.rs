@@ -192,15 +192,16 @@ pub(crate) async fn handle(
         Ok(()) => {
             // An open server (no --auth) reads no credentials: a header a proxy added, or a
             // client's token for another registry, changes nothing.
-            let principal = if shared.auth.is_open() {
-                shared.auth.authenticate(None, None)
+            // The rules in force now (replaced whole on a reload; the guard is let go of
+            // before anything awaits).
+            let auth = shared.auth.load();
+            let principal = if auth.is_open() {
+                auth.authenticate(None, None)
             } else {
-                bearer(&request, route).and_then(|token| {
-                    shared
-                        .auth
-                        .authenticate(token.as_deref(), peer.identity.as_deref())
-                })
+                bearer(&request, route)
+                    .and_then(|token| auth.authenticate(token.as_deref(), peer.identity.as_deref()))
             };
+            drop(auth);
             match principal {
                 Ok(principal) => {
                     let who =

@@ -51,6 +51,7 @@ pub(crate) trait RequestLog: Send + Sync + std::fmt::Debug + 'static {
 
 /// A change request handed to a provider: the register name and the value asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChangeRequest {
     /// The register the request is for.
     pub name: Arc<str>,

@@ -149,7 +149,8 @@ pub(crate) struct ServeArgs {
     tls_client_ca: Option<PathBuf>,
 
     /// Principals (bearer tokens, certificate identities) and their rights by register name
-    /// (TOML; see the README's Security section). Without it everyone may do everything.
+    /// (TOML; see the README's Security section), read again on SIGHUP. Without it everyone
+    /// may do everything.
     #[arg(long, env = "REG_AUTH", value_name = "FILE")]
     auth: Option<PathBuf>,
 
@@ -383,8 +384,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              --tls-cert and --tls-key"
         );
     }
-    if let Some(tls) = tls {
-        reload_on_hangup(tls)?;
+    if tls.is_some() || args.auth.is_some() {
+        reload_on_hangup(tls, args.auth.clone(), server.shutdown_handle())?;
     }
 
     // Signal handlers go in before the address is announced: a supervisor that read the
@@ -415,17 +416,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads the TLS certificate, key and client CA on SIGHUP (as nginx does); a reload that
-/// fails keeps serving with the old ones and says why.
-fn reload_on_hangup(tls: std::sync::Arc<server::tls::Tls>) -> anyhow::Result<()> {
+/// On SIGHUP (as nginx does) reads the TLS certificate, key and client CA and the `--auth`
+/// file again; a reload that fails keeps serving with what was in force and says why.
+fn reload_on_hangup(
+    tls: Option<std::sync::Arc<server::tls::Tls>>,
+    auth: Option<PathBuf>,
+    server: server::ShutdownHandle,
+) -> anyhow::Result<()> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-                Err(error) => {
-                    tracing::error!(%error, "SIGHUP: TLS reload failed; keeping the old certificates")
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(error) => tracing::error!(
+                        %error,
+                        "SIGHUP: TLS reload failed; keeping the old certificates"
+                    ),
+                }
+            }
+            if let Some(path) = &auth {
+                match server::auth::Auth::load(path) {
+                    Ok(rules) => {
+                        tracing::info!(principals = rules.principals(), file = %path.display(), "SIGHUP: access rules reloaded");
+                        server.set_auth(rules);
+                    }
+                    Err(error) => tracing::error!(
+                        %error,
+                        "SIGHUP: the --auth file was not reloaded; keeping the old rules"
+                    ),
                 }
             }
         }
