@@ -446,3 +446,51 @@ fn every_policy_restores_what_a_clean_stop_wrote() {
         assert_eq!(registry.stats().pending_requests, 1, "{policy:?}");
     }
 }
+
+#[test]
+fn a_pending_request_keeps_who_asked_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let asker = reg::Origin::new("dashboard", "ui-88", None);
+    {
+        let registry = open(dir.path(), &clock);
+        registry
+            .request_many_as(&asker, [("lamp", json("true"))])
+            .unwrap();
+        registry.request("fan", json("1")).unwrap();
+    }
+    // From the log.
+    {
+        let registry = open(dir.path(), &clock);
+        let lamp = registry.try_take_requests(&Selector::names(["lamp"]));
+        let origin = lamp[0].origin.as_ref().unwrap();
+        assert_eq!(
+            (origin.identity(), origin.request_id()),
+            ("dashboard", "ui-88")
+        );
+        registry
+            .request_many_as(&asker, [("lamp", json("false"))])
+            .unwrap();
+    }
+    // From a snapshot.
+    let registry = open_with(
+        Persist::new(dir.path())
+            .sync(SyncPolicy::Always)
+            .snapshot_after_bytes(1),
+        &clock,
+    )
+    .unwrap();
+    for i in 0..20 {
+        registry
+            .set("filler", json(&i.to_string()), None, HOUR)
+            .unwrap();
+    }
+    drop(registry);
+    let registry = open(dir.path(), &clock);
+    let taken = registry.try_take_requests(&Selector::All);
+    let by: Vec<(&str, Option<&str>)> = taken
+        .iter()
+        .map(|r| (&*r.name, r.origin.as_ref().map(reg::Origin::identity)))
+        .collect();
+    assert_eq!(by, [("fan", None), ("lamp", Some("dashboard"))]);
+}

@@ -53,10 +53,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::json::Json;
 use crate::store::commit::Durability;
 use crate::store::restore::{restored_deadline, Restore};
-use crate::store::{Registry, RegistryBuilder, Revision};
+use crate::store::{Registry, RegistryBuilder, Revision, SavedRequest};
 use crate::sync::Arc;
 use files::{list, read_frames, Damage, DirLock};
 use record::{Record, LOG_MAGIC, SNAPSHOT_MAGIC};
@@ -370,7 +369,7 @@ fn truncate(path: &Path, end: u64) -> Result<(), PersistError> {
 struct Replay<'a> {
     restore: Restore<'a>,
     grace: Option<Duration>,
-    requests: HashMap<Arc<str>, (u64, Json, u64)>,
+    requests: HashMap<Arc<str>, SavedRequest>,
     taken: HashMap<Arc<str>, u64>,
     /// The newest request id on record (requested or taken).
     last_id: u64,
@@ -394,11 +393,19 @@ impl<'a> Replay<'a> {
                 id,
                 value,
                 at_wall_ms,
+                origin,
             } => {
                 self.last_id = self.last_id.max(id);
-                let newer = self.requests.get(&name).is_some_and(|(had, ..)| *had >= id);
+                let newer = self.requests.get(&name).is_some_and(|had| had.id >= id);
                 if !newer {
-                    self.requests.insert(name, (id, value, at_wall_ms));
+                    let saved = SavedRequest {
+                        name: Arc::clone(&name),
+                        value,
+                        id,
+                        at_wall_ms,
+                        origin,
+                    };
+                    self.requests.insert(name, saved);
                 }
             }
             Record::Taken { name, id } => {
@@ -412,9 +419,9 @@ impl<'a> Replay<'a> {
 
     fn finish(mut self) -> Revision {
         self.restore.request_ids_through(self.last_id);
-        for (name, (id, value, at_wall_ms)) in self.requests {
-            if self.taken.get(&name).is_none_or(|taken| *taken < id) {
-                self.restore.request(name, value, id, at_wall_ms);
+        for (name, saved) in self.requests {
+            if self.taken.get(&name).is_none_or(|taken| *taken < saved.id) {
+                self.restore.request(saved);
             }
         }
         self.restore.finish()

@@ -12,6 +12,7 @@
 //! | 2 | delete | revision, name |
 //! | 3 | expire | revision, name |
 //! | 4 | change request | id, wall ms when made, name, value |
+//! | 6 | change request, with who asked | id, wall ms when made, name, value, identity, request id |
 //! | 5 | request taken | id, name (taken by a provider, or dropped for its age) |
 //! | 16 | snapshot begin | revision (the log's cut), wall ms when taken, history horizon |
 //! | 17 | snapshot end | registers, removals, requests (counts, so a snapshot is known whole) |
@@ -24,7 +25,7 @@
 
 use crate::json::Json;
 use crate::store::restore::Saved;
-use crate::store::{EventKind, Register, Revision};
+use crate::store::{EventKind, Origin, Register, Revision};
 use crate::sync::Arc;
 
 /// The largest payload a frame may carry: a register is at most the 1 MiB body limit plus its
@@ -45,6 +46,7 @@ const DELETE: u8 = 2;
 const EXPIRE: u8 = 3;
 const REQUEST: u8 = 4;
 const TAKEN: u8 = 5;
+const REQUEST_BY: u8 = 6;
 const SNAPSHOT_BEGIN: u8 = 16;
 const SNAPSHOT_END: u8 = 17;
 
@@ -65,6 +67,8 @@ pub(crate) enum Record {
         id: u64,
         value: Json,
         at_wall_ms: u64,
+        /// Who asked, when the request said (type 6).
+        origin: Option<Origin>,
     },
     /// A change request taken (or dropped for its age).
     Taken { name: Arc<str>, id: u64 },
@@ -148,13 +152,28 @@ pub(crate) fn put_removed(out: &mut Vec<u8>, name: &str, revision: Revision, kin
 }
 
 /// Appends a change request record.
-pub(crate) fn put_request(out: &mut Vec<u8>, name: &str, id: u64, value: &Json, at_wall_ms: u64) {
+pub(crate) fn put_request(
+    out: &mut Vec<u8>,
+    name: &str,
+    id: u64,
+    value: &Json,
+    at_wall_ms: u64,
+    origin: Option<&Origin>,
+) {
     frame(out, |out| {
-        out.push(REQUEST);
+        out.push(if origin.is_some() {
+            REQUEST_BY
+        } else {
+            REQUEST
+        });
         put_u64(out, id);
         put_u64(out, at_wall_ms);
         put_str(out, name);
         put_str(out, value.as_str());
+        if let Some(origin) = origin {
+            put_str(out, origin.identity());
+            put_str(out, origin.request_id());
+        }
     });
 }
 
@@ -331,16 +350,23 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Record, Bad> {
                 kind,
             }
         }
-        REQUEST => {
+        REQUEST | REQUEST_BY => {
             let id = fields.u64()?;
             let at_wall_ms = fields.u64()?;
             let name = Arc::from(fields.str()?);
             let value = fields.json()?;
+            let origin = if kind == REQUEST_BY {
+                let identity = fields.str()?;
+                Some(Origin::new(identity, fields.str()?, None))
+            } else {
+                None
+            };
             Record::Request {
                 name,
                 id,
                 value,
                 at_wall_ms,
+                origin,
             }
         }
         TAKEN => {
@@ -394,7 +420,9 @@ mod tests {
         put_set(&mut out, &b, 1, 2);
         put_removed(&mut out, "b", 9, EventKind::Delete);
         put_removed(&mut out, "kitchen.temp", 10, EventKind::Expire);
-        put_request(&mut out, "door", 3, &json("\"open\""), 99);
+        put_request(&mut out, "door", 3, &json("\"open\""), 99, None);
+        let asker = Origin::new("ops", "r-9", None);
+        put_request(&mut out, "fan", 4, &json("true"), 100, Some(&asker));
         put_taken(&mut out, "door", 3);
         put_snapshot_begin(&mut out, 10, 5, 2);
         put_snapshot_end(&mut out, 2, 1, 1);
@@ -407,7 +435,7 @@ mod tests {
             records.push(decode(payload).unwrap());
             at += len;
         }
-        assert_eq!(records.len(), 8);
+        assert_eq!(records.len(), 9);
         assert_eq!(
             records[0],
             Record::Set {
@@ -437,18 +465,29 @@ mod tests {
                 name: Arc::from("door"),
                 id: 3,
                 value: json("\"open\""),
-                at_wall_ms: 99
+                at_wall_ms: 99,
+                origin: None,
             }
         );
         assert_eq!(
             records[5],
+            Record::Request {
+                name: Arc::from("fan"),
+                id: 4,
+                value: json("true"),
+                at_wall_ms: 100,
+                origin: Some(Origin::new("ops", "r-9", None)),
+            }
+        );
+        assert_eq!(
+            records[6],
             Record::Taken {
                 name: Arc::from("door"),
                 id: 3
             }
         );
         assert_eq!(
-            records[7],
+            records[8],
             Record::SnapshotEnd {
                 registers: 2,
                 removals: 1,

@@ -100,8 +100,15 @@ pub(crate) fn take(shared: &Shared, dir: &Path, revision: Revision) -> Result<u6
             flush(&mut chunk, &mut file).map_err(io)?;
         }
     }
-    for (name, value, id, at_wall) in &requests {
-        put_request(&mut chunk, name, *id, value, *at_wall);
+    for saved in &requests {
+        put_request(
+            &mut chunk,
+            &saved.name,
+            saved.id,
+            &saved.value,
+            saved.at_wall_ms,
+            saved.origin.as_ref(),
+        );
         if chunk.len() >= WRITE_CHUNK {
             flush(&mut chunk, &mut file).map_err(io)?;
         }

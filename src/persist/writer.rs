@@ -446,8 +446,15 @@ impl Writer {
 }
 
 impl crate::store::RequestLog for Log {
-    fn requested(&self, name: &str, id: u64, value: &crate::json::Json, at_wall_ms: u64) {
-        self.append(|buf| put_request(buf, name, id, value, at_wall_ms));
+    fn requested(
+        &self,
+        name: &str,
+        id: u64,
+        value: &crate::json::Json,
+        at_wall_ms: u64,
+        origin: Option<&crate::store::Origin>,
+    ) {
+        self.append(|buf| put_request(buf, name, id, value, at_wall_ms, origin));
     }
 
     fn taken(&self, name: &str, id: u64) {

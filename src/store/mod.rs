@@ -46,9 +46,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Event, EventKind, FeedError, Subscription};
 pub use origin::Origin;
 pub use register::{Register, Revision};
-#[cfg(feature = "persist")]
-pub(crate) use requests::RequestLog;
 pub use requests::{ChangeRequest, TakeRequests};
+#[cfg(feature = "persist")]
+pub(crate) use requests::{RequestLog, SavedRequest};
 pub use watch::{Selector, Wait, WaitOutcome};
 
 use crate::json::Json;

@@ -43,10 +43,30 @@ pub(crate) struct Pending {
 /// outside any registry lock, after the map change it records; the log orders records by
 /// `id`, not by arrival.
 pub(crate) trait RequestLog: Send + Sync + std::fmt::Debug + 'static {
-    /// `name`'s request `id` for `value`, made at wall time `at_wall_ms`.
-    fn requested(&self, name: &str, id: u64, value: &Json, at_wall_ms: u64);
+    /// `name`'s request `id` for `value`, made at wall time `at_wall_ms` by `origin`.
+    fn requested(
+        &self,
+        name: &str,
+        id: u64,
+        value: &Json,
+        at_wall_ms: u64,
+        origin: Option<&Origin>,
+    );
     /// `name`'s request `id` left the pending set (taken, or dropped for its age).
     fn taken(&self, name: &str, id: u64);
+}
+
+/// A pending change request as a snapshot saves it and a restart restores it.
+#[cfg(feature = "persist")]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SavedRequest {
+    pub(crate) name: Arc<str>,
+    pub(crate) value: Json,
+    pub(crate) id: u64,
+    /// When it was made, in wall milliseconds.
+    pub(crate) at_wall_ms: u64,
+    /// Who asked (identity and request id; the address is not kept).
+    pub(crate) origin: Option<Origin>,
 }
 
 /// A change request handed to a provider: the register name and the value asked for.
@@ -104,7 +124,14 @@ impl Requests {
 
     /// Restores a saved request (before serving: nothing waits, nothing is logged).
     #[cfg(feature = "persist")]
-    pub(crate) fn restore(&self, name: Arc<str>, value: Json, id: u64, at_wall_ms: u64) {
+    pub(crate) fn restore(&self, saved: SavedRequest) {
+        let SavedRequest {
+            name,
+            value,
+            id,
+            at_wall_ms,
+            origin,
+        } = saved;
         let age = self.clock.wall_ms().saturating_sub(at_wall_ms);
         let at = self.clock.now_ms().saturating_sub(age);
         if self
@@ -115,7 +142,7 @@ impl Requests {
                     value,
                     at,
                     id,
-                    origin: None,
+                    origin,
                 },
             )
             .is_none()
@@ -135,14 +162,19 @@ impl Requests {
         self.seq.fetch_max(id, Ordering::Relaxed);
     }
 
-    /// Every pending request as (name, value, id, wall time made), for a snapshot.
+    /// Every pending request, for a snapshot.
     #[cfg(feature = "persist")]
-    pub(crate) fn saved(&self) -> Vec<(Arc<str>, Json, u64, u64)> {
+    pub(crate) fn saved(&self) -> Vec<SavedRequest> {
         let (now, wall) = (self.clock.now_ms(), self.clock.wall_ms());
         let mut out = Vec::with_capacity(self.len());
         self.pending.for_each(|name, pending| {
-            let at_wall = wall.saturating_sub(now.saturating_sub(pending.at));
-            out.push((Arc::clone(name), pending.value.clone(), pending.id, at_wall));
+            out.push(SavedRequest {
+                name: Arc::clone(name),
+                value: pending.value.clone(),
+                id: pending.id,
+                at_wall_ms: wall.saturating_sub(now.saturating_sub(pending.at)),
+                origin: pending.origin.clone(),
+            });
         });
         out
     }
@@ -200,7 +232,13 @@ impl Requests {
             |pending| *pending = request.clone(),
         );
         if let Some(log) = self.log.get() {
-            log.requested(name, seq, &request.value, self.clock.wall_ms());
+            log.requested(
+                name,
+                seq,
+                &request.value,
+                self.clock.wall_ms(),
+                request.origin.as_ref(),
+            );
         }
         self.watchers.wake(name, seq);
     }

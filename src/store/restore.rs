@@ -108,8 +108,8 @@ impl Shared {
         (horizon, removals)
     }
 
-    /// Every pending change request as (name, value, id, wall time made), for a snapshot.
-    pub(crate) fn saved_requests(&self) -> Vec<(Arc<str>, Json, u64, u64)> {
+    /// Every pending change request, for a snapshot.
+    pub(crate) fn saved_requests(&self) -> Vec<crate::store::SavedRequest> {
         self.requests.saved()
     }
 
@@ -192,8 +192,8 @@ impl Restore<'_> {
     }
 
     /// Restores a pending change request (the caller has decided it applies).
-    pub(crate) fn request(&mut self, name: Arc<str>, value: Json, id: u64, at_wall_ms: u64) {
-        self.shared.requests.restore(name, value, id, at_wall_ms);
+    pub(crate) fn request(&mut self, saved: crate::store::SavedRequest) {
+        self.shared.requests.restore(saved);
     }
 
     /// Request ids on record went up to `id`.
