@@ -1,7 +1,7 @@
 //! The dashboard (`/ui/`) in a real browser: headless Chromium driven over the DevTools
 //! protocol by `tests/ui/drive.py` (Debian's `chromium` and `python3-websocket`). Two servers
 //! run in-process: an open one, and one with `--auth` where the page must ask for a token.
-//! The script leaves a screenshot in `target/ui-dashboard.png`.
+//! The script leaves a screenshot in `target/tmp/ui-dashboard.png`.
 //!
 //! Skipped with a line on stderr when Chromium or the Python module is missing, except under
 //! CI (`CI` set), where that fails the test.
@@ -60,7 +60,7 @@ async fn the_dashboard_works_in_a_real_browser() {
         .unwrap();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let script = root.join("tests/ui/drive.py");
-    let shot = root.join("target/ui-dashboard.png");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-dashboard.png");
     let (base, auth_base) = (
         format!("http://{}", open.local_addr()),
         format!("http://{}", secured.local_addr()),
@@ -84,7 +84,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("ok:")).count(),
-        11,
+        16,
         "{stdout}"
     );
     open.shutdown_and_wait().await.unwrap();

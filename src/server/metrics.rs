@@ -149,6 +149,7 @@ impl Metrics {
         registry: &Registry,
         service_polls: usize,
         audit: Option<&crate::server::audit::AuditLog>,
+        registers: bool,
     ) -> String {
         let stats = registry.stats();
         let mut out = String::with_capacity(4096);
@@ -281,6 +282,9 @@ impl Metrics {
             "# HELP reg_revision The registry's current revision.\n# TYPE reg_revision gauge\nreg_revision {}",
             stats.revision
         );
+        if !registers {
+            return out;
+        }
         out.push_str(
             "# HELP reg_register_value Registers whose value is a number or a boolean (1/0).\n\
              # TYPE reg_register_value gauge\n",
@@ -376,7 +380,7 @@ mod tests {
         metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
         metrics.request(Route::Consumer, &Method::GET, StatusCode::OK);
         metrics.request(Route::Other, &Method::POST, StatusCode::IM_A_TEAPOT);
-        let text = metrics.render(&registry, 0, None);
+        let text = metrics.render(&registry, 0, None, true);
         assert!(text.contains(
             "reg_http_requests_total{route=\"/consumer\",method=\"GET\",status=\"200\"} 2\n"
         ));
@@ -385,6 +389,12 @@ mod tests {
         ));
         assert!(text.contains("reg_register_value{name=\"kitchen.temp\"} 21.5\n"));
         assert!(text.contains("reg_register_value{name=\"door \\\"open\\\"\"} 1\n"));
+        let lean = metrics.render(&registry, 0, None, false);
+        assert!(lean.contains("reg_registers "), "{lean}");
+        assert!(!lean.contains("reg_register_value"), "{lean}");
+        let lean = metrics.render(&registry, 0, None, false);
+        assert!(lean.contains("reg_registers "), "{lean}");
+        assert!(!lean.contains("reg_register_value"), "{lean}");
         assert!(!text.contains("name=\"name\""));
         assert!(text.contains("reg_registers 3\n"));
     }

@@ -527,7 +527,7 @@ mod tests {
     #[test]
     fn healthz_is_503_while_shutting_down() {
         let shared = Arc::new(Shared::new(Registry::new(), ServerConfig::default()));
-        let status = |shared: &Shared| match ops::handle(shared, Route::Healthz) {
+        let status = |shared: &Shared| match ops::handle(shared, Route::Healthz, None) {
             Ok(response) => response.status(),
             Err(error) => error.status(),
         };

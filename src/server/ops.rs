@@ -12,7 +12,13 @@ use crate::server::Shared;
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn handle(shared: &Shared, route: Route) -> Result<Response<ResBody>, ServerError> {
+/// `query`: `/metrics?registers=false` leaves out the per-register gauges (the dashboard's
+/// stats: a few lines, whatever the registry's size).
+pub(crate) fn handle(
+    shared: &Shared,
+    route: Route,
+    query: Option<&str>,
+) -> Result<Response<ResBody>, ServerError> {
     match route {
         Route::Healthz if shared.is_draining() => Err(ServerError::ShuttingDown),
         Route::Healthz => Ok(routes::json(
@@ -30,6 +36,7 @@ pub(crate) fn handle(shared: &Shared, route: Route) -> Result<Response<ResBody>,
                 &shared.registry,
                 shared.service_polls(),
                 shared.audit.as_deref(),
+                query != Some("registers=false"),
             );
             let mut response = Response::new(ResBody::Full(Some(Bytes::from(text))));
             response

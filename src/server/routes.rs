@@ -331,10 +331,10 @@ async fn route_request(
         (Route::Metrics, &Method::GET | &Method::HEAD) => {
             // Every register's number is a gauge there: the whole registry, to admins.
             caller.require_everywhere(Right::Admin)?;
-            ops::handle(shared, route)
+            ops::handle(shared, route, request.uri().query())
         }
         (Route::Healthz | Route::Version, &Method::GET | &Method::HEAD) => {
-            ops::handle(shared, route)
+            ops::handle(shared, route, None)
         }
         (Route::Healthz | Route::Version | Route::Metrics, _) => not_allowed(&request, "GET, HEAD"),
         (Route::Services, _) => services::handle(shared, request, busy, caller).await,

@@ -38,8 +38,13 @@ class Browser:
             pages = [t for t in json.load(r) if t["type"] == "page"]
         self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=STEP_SECONDS)
         self.next_id = 0
+        # Uncaught exceptions, console.error and Content-Security-Policy violations the page
+        # had, for the caller to assert there were none (network 401s are the API's answers,
+        # not the page's errors).
+        self.page_errors = []
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Log.enable")
 
     def call(self, method, **params):
         self.next_id += 1
@@ -49,6 +54,19 @@ class Browser:
             if message.get("id") == self.next_id:
                 assert "error" not in message, message
                 return message.get("result", {})
+            self.note(message)
+
+    def note(self, message):
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.page_errors.append(details.get("exception", {}).get("description") or details.get("text"))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.page_errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
+        elif method == "Log.entryAdded":
+            entry = params.get("entry", {})
+            if entry.get("level") == "error" and entry.get("source") in ("javascript", "security"):
+                self.page_errors.append(entry.get("text"))
 
     def eval(self, expression):
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,

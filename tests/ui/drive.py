@@ -68,12 +68,14 @@ try:
     provide("svc/web/w1", instance)
     browser.open(BASE + "/ui/")
     browser.wait_for("window.__reg && window.__reg.loaded", "the page loads the registers")
+    browser.eval("window.__sameDocument = true")
     browser.wait_for("%s === '21'" % cell("ui.temp", "value"), "ui.temp shows 21")
     step("the page shows a register a provider set")
 
     provide("ui.temp", 22)
     browser.wait_for("%s === '22'" % cell("ui.temp", "value"), "ui.temp follows to 22")
     browser.wait_for("document.getElementById('status-text').textContent === 'live'", "live")
+    assert browser.eval("window.__sameDocument === true"), "the page was reloaded"
     step("a change on the server reaches the page without a reload")
 
     browser.eval("%s.click()" % row("ui.lamp"))
@@ -110,6 +112,26 @@ try:
                  "document.getElementById('filter').dispatchEvent(new Event('input'))")
     browser.wait_for(exists("ui.temp"), "the filter cleared")
     step("the filter box narrows the list")
+    browser.wait_for("!!document.querySelector('#tree li[data-prefix=\"svc/\"]')", "the prefix tree")
+    browser.eval("document.querySelector('#tree li[data-prefix=\"svc/\"]').click()")
+    browser.wait_for("%s && !%s" % (exists("svc/web/w1"), exists("ui.temp")), "the prefix svc/")
+    browser.eval("document.querySelector('#tree li[data-prefix=\"svc/\"]').click()")
+    browser.wait_for(exists("ui.temp"), "the prefix cleared")
+    step("the prefix tree narrows the list")
+
+    registers = browser.wait_for(
+        "Number(document.getElementById('stat-registers').textContent) || 0", "stats")
+    assert registers == 3, registers
+    step("the stats show the registry's count (%d)" % registers)
+
+    provide("ui.doomed", 1)
+    browser.wait_for(exists("ui.doomed"), "ui.doomed appears")
+    status, _ = http("DELETE", BASE + "/provider?name=ui.doomed")
+    assert status == 204, status
+    browser.wait_for("%s?.classList.contains('gone') && %s === 'delete'" % (row("ui.doomed"), cell("ui.doomed", "ttl")),
+                     "ui.doomed struck through as deleted")
+    browser.wait_for("!" + exists("ui.doomed"), "ui.doomed leaves the list")
+    step("a deleted register is struck through, then leaves")
 
     provide("ui.gone", "soon", ttl="1s")
     browser.wait_for(exists("ui.gone"), "ui.gone appears")
@@ -138,9 +160,22 @@ try:
     browser.wait_for("!document.getElementById('login').hidden", "the page asks for a token")
     assert browser.eval("document.querySelectorAll('#rows .row').length") == 0
     step("under --auth the page shows nothing and asks for a token")
+    browser.eval("document.getElementById('token').value = 'wrong';"
+                 "document.getElementById('login-form').requestSubmit()")
+    browser.wait_for("!document.getElementById('login').hidden && "
+                     "document.getElementById('login-reason').textContent.includes('unknown token')",
+                     "a wrong token is refused")
+    step("a wrong token is refused and the page asks again")
     browser.eval("document.getElementById('token').value = %s;"
                  "document.getElementById('login-form').requestSubmit()" % json.dumps(TOKEN))
     browser.wait_for(exists("secret.x"), "the registers after signing in")
-    step("with the token the page shows the registers")
+    bearer = {"Authorization": "Bearer " + TOKEN}
+    status, _ = http("PUT", AUTH_BASE + "/provider",
+                     {"registers": {"secret.x": {"value": 2, "ttl": "60s"}}}, bearer)
+    assert status == 204, status
+    browser.wait_for("%s === '2'" % cell("secret.x", "value"), "secret.x follows to 2 (the watch carries the token)")
+    step("with the token the page shows the registers and follows them")
+    assert browser.page_errors == [], browser.page_errors
+    step("no script error or policy violation on the page")
 finally:
     browser.close()

@@ -11,14 +11,19 @@ const TTL_REFRESH_MS = 3000;    // re-read the TTLs of the rows on screen this o
 const STATS_MS = 2000;          // /metrics poll
 const HISTORY_POINTS = 120;     // numeric values kept per register for the chart
 const HISTORY_NAMES = 2000;     // registers with a chart history, at most
-const BATCH_NAMES = 200;        // names per detail request
+const BATCH_NAMES = 200;        // names per detail request, at most
+const BATCH_BYTES = 16 * 1024;  // ... and bytes of names (the server takes 60 KiB of URL)
+const SILENCE_MS = 45000;       // no byte on the watch stream this long (3 keep-alives): reconnect
+const KEEP = 500;               // entries kept in each window.__reg log
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
   token: sessionStorage.getItem('reg.token') || '',
-  entries: new Map(),   // name -> {value, metadata, revision, created, expiresAt, flashUntil, gone}
-  names: [],            // every name, sorted
+  entries: new Map(),   // name -> {value, metadata, revision, created, expiresAt, flashUntil, gone, goneAt}
+  names: [],            // every name, sorted (new names wait in `added` until the next frame)
+  added: [],            // names created since the last frame
+  goneCount: 0,         // entries marked gone and not yet swept
   view: [],             // the names the filter shows
   viewDirty: true,
   filter: '',
@@ -40,11 +45,18 @@ window.__reg = { loaded: false, loadMs: 0, events: 0, renders: 0, renderMs: [], 
 
 class Unauthorized extends Error {}
 
+function log(list, item) {
+  list.push(item);
+  if (list.length > KEEP) list.shift();
+}
+
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (state.token) headers.Authorization = 'Bearer ' + state.token;
   const response = await fetch(path, Object.assign({}, options, { headers, cache: 'no-store' }));
-  if (response.status === 401 && !options.quiet) {
+  // 401: no or unknown token; 403 on a read: a token that may read nothing. Either way the
+  // page cannot show anything: ask for (another) token.
+  if ((response.status === 401 || (response.status === 403 && options.read)) && !options.quiet) {
     showLogin(await errorText(response));
     throw new Unauthorized('unauthorized');
   }
@@ -63,6 +75,22 @@ function setStatus(kind, text) {
 // ---- sign-in ----
 
 function showLogin(reason) {
+  // Nothing stays readable behind the form.
+  state.generation++;
+  if (state.watch) state.watch.abort();
+  if (state.services) state.services.abort();
+  state.entries.clear();
+  state.names = [];
+  state.added = [];
+  state.view = [];
+  state.history.clear();
+  state.selected = null;
+  $('detail').hidden = true;
+  $('detail-empty').hidden = false;
+  $('rows').replaceChildren();
+  $('services').replaceChildren();
+  state.viewDirty = state.treeDirty = true;
+  queueRender();
   $('login-reason').textContent = state.token ? 'The registry refused the token: ' + reason : reason;
   $('login').hidden = false;
   setStatus('down', 'sign-in needed');
@@ -108,28 +136,62 @@ function formatLeft(ms) {
 
 // ---- the register set ----
 
-function insertName(name) {
-  let lo = 0, hi = state.names.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if (state.names[mid] < name) lo = mid + 1; else hi = mid; }
-  state.names.splice(lo, 0, name);
+// New names wait in `state.added` and are merged once per frame (one sort, not a splice per
+// name: a fleet of 100,000 coming up at once stays linear-ish). Removed names are swept
+// together by `sweep`.
+function mergeAdded() {
+  if (!state.added.length) return;
+  const added = state.added;
+  state.added = [];
+  if (added.length === 1 && state.names.length) {
+    const name = added[0];
+    let lo = 0, hi = state.names.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (state.names[mid] < name) lo = mid + 1; else hi = mid; }
+    state.names.splice(lo, 0, name);
+  } else {
+    state.names = state.names.concat(added).sort();
+  }
 }
 
-function removeName(name) {
-  let lo = 0, hi = state.names.length;
-  while (lo < hi) { const mid = (lo + hi) >> 1; if (state.names[mid] < name) lo = mid + 1; else hi = mid; }
-  if (state.names[lo] === name) state.names.splice(lo, 1);
+function sweep() {
+  if (!state.goneCount) return;
+  const now = Date.now();
+  let removed = false;
+  for (const [name, entry] of state.entries) {
+    if (entry.gone && entry.goneAt + GONE_MS <= now) {
+      state.entries.delete(name);
+      state.history.delete(name);
+      state.goneCount--;
+      removed = true;
+      if (state.selected === name) select(null);
+    }
+  }
+  if (removed) {
+    mergeAdded();
+    state.names = state.names.filter((name) => state.entries.has(name));
+    state.viewDirty = state.treeDirty = true;
+    queueRender();
+  }
 }
 
+// Numeric values seen since the page opened, for the chart: a name moves to the newest slot
+// on each value, the selected one is never dropped, and a removed one is forgotten.
 function record(name, valueText) {
   if (!/^-?[0-9]/.test(valueText)) return;
   const number = Number(valueText);
   if (!Number.isFinite(number)) return;
   let points = state.history.get(name);
-  if (!points) {
-    if (state.history.size >= HISTORY_NAMES) state.history.delete(state.history.keys().next().value);
+  if (points) {
+    state.history.delete(name);
+  } else {
     points = [];
-    state.history.set(name, points);
+    if (state.history.size >= HISTORY_NAMES) {
+      for (const oldest of state.history.keys()) {
+        if (oldest !== state.selected) { state.history.delete(oldest); break; }
+      }
+    }
   }
+  state.history.set(name, points);
   points.push([Date.now(), number]);
   if (points.length > HISTORY_POINTS) points.shift();
 }
@@ -137,7 +199,8 @@ function record(name, valueText) {
 function put(name, value, metadata, revision, created, expiresIn, flash) {
   let entry = state.entries.get(name);
   if (!entry || entry.gone) {
-    if (!entry) insertName(name);
+    if (!entry) state.added.push(name);
+    else state.goneCount--;
     entry = { created: created ?? revision };
     state.entries.set(name, entry);
     state.viewDirty = state.treeDirty = true;
@@ -156,73 +219,85 @@ function gone(name, kind, revision) {
   const entry = state.entries.get(name);
   if (!entry || entry.gone) return;
   entry.gone = kind;
+  entry.goneAt = Date.now();
   entry.revision = revision;
-  window.__reg.removed.push({ name, kind });
-  setTimeout(() => {
-    const now = state.entries.get(name);
-    if (now && now.gone) {
-      state.entries.delete(name);
-      removeName(name);
-      state.viewDirty = state.treeDirty = true;
-      if (state.selected === name) select(null);
-      queueRender();
-    }
-  }, GONE_MS);
+  state.goneCount++;
+  log(window.__reg.removed, { name, kind });
 }
 
 // ---- loading and following ----
 
-async function load() {
+// Every register, replacing what the page had (at start, after a reconnect, after a resync
+// that could not account for every removal). False when a newer start took over meanwhile.
+async function load(generation) {
   const started = performance.now();
-  const response = await api('/consumer?detail=true');
+  const response = await api('/consumer?detail=true', { read: true });
   if (!response.ok) throw new Error(await errorText(response));
   const index = Number(response.headers.get('x-reg-index') || 0);
   const body = await response.json();
-  state.entries.clear();
-  state.names = [];
+  if (generation !== state.generation) return false;
+  const entries = new Map();
   for (const [name, r] of Object.entries(body.registers || {})) {
-    state.entries.set(name, {
+    const left = parseDuration(r.expires_in);
+    entries.set(name, {
       value: JSON.stringify(r.value), metadata: r.metadata ? JSON.stringify(r.metadata) : '',
       revision: r.revision, created: r.created,
-      expiresAt: r.expires_in != null ? Date.now() + parseDuration(r.expires_in) : null,
+      expiresAt: left != null ? Date.now() + left : null,
     });
-    state.names.push(name);
-    record(name, JSON.stringify(r.value));
   }
-  state.names.sort();
+  state.entries = entries;
+  state.names = [...entries.keys()].sort();
+  state.added = [];
+  state.goneCount = 0;
+  if (state.selected != null && !entries.has(state.selected)) select(null);
   state.index = index;
   state.viewDirty = state.treeDirty = true;
   queueRender();
   window.__reg.loadMs = performance.now() - started;
   window.__reg.loaded = true;
+  return true;
 }
 
 async function follow(generation) {
   let delay = 1000;
+  let first = true;
   while (generation === state.generation) {
     const controller = new AbortController();
     state.watch = controller;
+    let silence = null;
+    const quiet = () => {
+      clearTimeout(silence);
+      silence = setTimeout(() => controller.abort(), SILENCE_MS);
+    };
     try {
-      const response = await api('/v1/watch?index=' + state.index, { signal: controller.signal });
+      // After a break, read everything again: a replay from the old index cannot say what was
+      // removed before the server's history (or before a restart without a data dir).
+      if (!first && !(await load(generation))) return;
+      first = false;
+      const response = await api('/v1/watch?index=' + state.index, { signal: controller.signal, read: true });
       if (!response.ok) throw new Error(await errorText(response));
       setStatus('live', 'live');
       delay = 1000;
+      quiet();
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       let buffer = '';
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        buffer += decoder.decode(value, { stream: true });
+        quiet();
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
         let end;
         while ((end = buffer.indexOf('\n\n')) >= 0) {
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end + 2);
-          if (await onBlock(block, generation) === 'restart') return;
+          if (onBlock(block) === 'reload') throw new Error('removals may be missing');
         }
       }
     } catch (error) {
       if (error instanceof Unauthorized || generation !== state.generation) return;
+    } finally {
+      clearTimeout(silence);
     }
     if (generation !== state.generation) return;
     setStatus('down', 'reconnecting…');
@@ -231,14 +306,23 @@ async function follow(generation) {
   }
 }
 
-async function onBlock(block, generation) {
-  let event = 'message', data = '';
+// One SSE block (RFC: `field:` with an optional space; `data` lines joined with newlines).
+function onBlock(block) {
+  let event = 'message', data = null;
   for (const line of block.split('\n')) {
-    if (line.startsWith(':')) continue;
-    if (line.startsWith('event: ')) event = line.slice(7);
-    else if (line.startsWith('data: ')) data += line.slice(6);
+    if (line.startsWith(':')) {
+      // The server says it cannot replay every removal: read everything again.
+      if (line.includes('may be missing')) return 'reload';
+      continue;
+    }
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.startsWith(' ')) value = value.slice(1);
+    if (field === 'event') event = value;
+    else if (field === 'data') data = data == null ? value : data + '\n' + value;
   }
-  if (!data) return;
+  if (data == null) return;
   const payload = JSON.parse(data);
   window.__reg.events++;
   if (event === 'set') {
@@ -249,9 +333,8 @@ async function onBlock(block, generation) {
   } else if (event === 'delete' || event === 'expire') {
     gone(payload.name, event, payload.revision);
     state.index = Math.max(state.index, payload.revision);
-  } else if (event === 'resync') {
-    // The stream fell behind; it replays what changed since. Nothing to do but follow.
   }
+  // `resync`: the stream fell behind and replays what changed since; nothing to do but follow.
   queueRender();
 }
 
@@ -265,19 +348,34 @@ async function detailLoop(generation) {
     if (Date.now() - last > TTL_REFRESH_MS) {
       last = Date.now();
       for (const name of visibleNames()) names.add(name);
+      if (state.selected != null) names.add(state.selected);
     }
     const list = [...names].filter((name) => state.entries.has(name));
-    for (let i = 0; i < list.length; i += BATCH_NAMES) {
-      const query = list.slice(i, i + BATCH_NAMES).map((n) => 'name=' + encodeURIComponent(n)).join('&');
+    const batches = [];
+    let batch = [], bytes = 0;
+    for (const name of list) {
+      const part = 'name=' + encodeURIComponent(name);
+      if (batch.length && (batch.length >= BATCH_NAMES || bytes + part.length > BATCH_BYTES)) {
+        batches.push(batch);
+        batch = [];
+        bytes = 0;
+      }
+      batch.push(part);
+      bytes += part.length + 1;
+    }
+    if (batch.length) batches.push(batch);
+    for (const parts of batches) {
+      const query = parts.join('&');
       try {
         const response = await api('/consumer?detail=true&' + query, { quiet: true });
         if (!response.ok) continue;
         const body = await response.json();
         for (const [name, r] of Object.entries(body.registers || {})) {
           const entry = state.entries.get(name);
-          if (entry && !entry.gone && r.revision >= entry.revision) {
+          const left = parseDuration(r.expires_in);
+          if (entry && !entry.gone && r.revision >= entry.revision && left != null) {
             entry.created = r.created;
-            entry.expiresAt = Date.now() + parseDuration(r.expires_in);
+            entry.expiresAt = Date.now() + left;
           }
         }
         queueRender();
@@ -296,6 +394,7 @@ function visibleNames() {
 }
 
 function refreshView() {
+  mergeAdded();
   if (!state.viewDirty) return;
   state.viewDirty = false;
   const filter = state.filter.toLowerCase();
@@ -303,7 +402,8 @@ function refreshView() {
     state.view = state.names;
   } else {
     state.view = state.names.filter((name) =>
-      name.startsWith(state.prefix) && (!filter || name.toLowerCase().includes(filter)));
+      (state.prefix.endsWith('\u0000') ? name === state.prefix.slice(0, -1) : name.startsWith(state.prefix)) &&
+      (!filter || name.toLowerCase().includes(filter)));
   }
 }
 
@@ -311,6 +411,23 @@ function queueRender() {
   if (state.renderQueued) return;
   state.renderQueued = true;
   requestAnimationFrame(render);
+}
+
+// The rows on screen are a pool of elements kept across frames: a frame only changes the
+// text and classes that differ, so a click (pointerdown to pointerup) lands on the same
+// element, and a flash animation runs once per change.
+function rowElement(index) {
+  const rows = $('rows');
+  while (rows.children.length <= index) {
+    const row = document.createElement('div');
+    row.append(cell('name', ''), cell('value', ''), cell('ttl', ''), cell('rev', ''));
+    rows.append(row);
+  }
+  return rows.children[index];
+}
+
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
 }
 
 function render() {
@@ -323,30 +440,46 @@ function render() {
   const count = Math.ceil(list.clientHeight / ROW) + 10;
   const rows = $('rows');
   rows.style.top = first * ROW + 'px';
-  const fragment = document.createDocumentFragment();
   const now = Date.now();
-  for (const name of state.view.slice(first, first + count)) {
+  const shown = state.view.slice(first, first + count);
+  let used = 0;
+  for (const name of shown) {
     const entry = state.entries.get(name);
     if (!entry) continue;
-    const row = document.createElement('div');
-    row.className = 'row' + (name === state.selected ? ' sel' : '') +
-      (entry.gone ? ' gone' : entry.flashUntil > now ? ' set' : '');
+    const row = rowElement(used++);
+    row.hidden = false;
+    const base = 'row' + (name === state.selected ? ' sel' : '') + (entry.gone ? ' gone' : '');
+    const flash = !entry.gone && entry.flashUntil > now ? String(entry.flashUntil) : '';
+    if (row.dataset.name !== name || row.dataset.flash !== flash) {
+      row.className = base;
+      if (flash) {
+        void row.offsetWidth; // restart the animation for this change only
+        row.classList.add('set');
+      }
+      row.dataset.flash = flash;
+    } else {
+      row.classList.toggle('sel', name === state.selected);
+      row.classList.toggle('gone', !!entry.gone);
+    }
     row.dataset.name = name;
-    row.append(cell('name', name), cell('value', entry.value),
-      cell('ttl', entry.gone ? entry.gone : formatLeft(entry.expiresAt != null ? entry.expiresAt - now : null)),
-      cell('rev', String(entry.revision)));
-    fragment.append(row);
+    const [nameCell, valueCell, ttlCell, revCell] = row.children;
+    setText(nameCell, name);
+    setText(valueCell, entry.value);
+    setText(ttlCell, entry.gone ? entry.gone : formatLeft(entry.expiresAt != null ? entry.expiresAt - now : null));
+    setText(revCell, String(entry.revision));
   }
-  rows.replaceChildren(fragment);
-  $('count').textContent = state.view.length === state.names.length
+  for (let i = used; i < rows.children.length; i++) {
+    rows.children[i].hidden = true;
+    rows.children[i].dataset.name = '';
+  }
+  setText($('count'), state.view.length === state.names.length
     ? `${state.names.length} registers`
-    : `${state.view.length} of ${state.names.length} registers`;
+    : `${state.view.length} of ${state.names.length} registers`);
   if (state.treeDirty) renderTree();
   renderDetail();
   const took = performance.now() - started;
   window.__reg.renders++;
-  window.__reg.renderMs.push(took);
-  if (window.__reg.renderMs.length > 500) window.__reg.renderMs.shift();
+  log(window.__reg.renderMs, took);
 }
 
 function cell(kind, text) {
@@ -359,7 +492,7 @@ function cell(kind, text) {
 $('list').addEventListener('scroll', queueRender, { passive: true });
 $('rows').addEventListener('click', (event) => {
   const row = event.target.closest('.row');
-  if (row) select(row.dataset.name);
+  if (row && !row.hidden) select(row.dataset.name);
 });
 $('filter').addEventListener('input', () => {
   state.filter = $('filter').value;
@@ -370,6 +503,16 @@ $('filter').addEventListener('input', () => {
 
 // ---- the prefix tree ----
 
+// The names' first two levels, split after each `.` and `/`. A name that is a whole level
+// (`foo` beside `foo.x`) gets an entry of its own that matches it exactly (a prefix ending
+// in NUL, which no filter text holds).
+function levels(name) {
+  const parts = name.match(/[^./]*(?:[./]|$)/g).filter((part) => part !== '');
+  return parts;
+}
+
+const byFirst = (a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
+
 let treeBuilt = 0;
 function renderTree() {
   // Rebuilt at most once a second: O(registers).
@@ -378,34 +521,36 @@ function renderTree() {
   state.treeDirty = false;
   const top = new Map();
   for (const name of state.names) {
-    const parts = name.split(/(?<=[./])/);
-    const first = parts[0];
+    const parts = levels(name);
+    const whole = parts.length === 1;
+    const first = whole ? name + '\u0000' : parts[0];
     const node = top.get(first) || { count: 0, children: new Map() };
     node.count++;
-    if (parts.length > 2) {
-      const second = first + parts[1];
+    if (!whole) {
+      const second = parts.length === 2 ? name + '\u0000' : first + parts[1];
       node.children.set(second, (node.children.get(second) || 0) + 1);
     }
     top.set(first, node);
   }
-  const tree = $('tree');
   const items = [];
-  for (const [prefix, node] of [...top].sort().slice(0, 300)) {
+  for (const [prefix, node] of [...top].sort(byFirst).slice(0, 300)) {
     items.push(treeItem(prefix, node.count, false));
-    if (state.prefix.startsWith(prefix)) {
-      for (const [child, count] of [...node.children].sort().slice(0, 200)) {
+    if (state.prefix.startsWith(prefix) && !prefix.endsWith('\u0000')) {
+      for (const [child, count] of [...node.children].sort(byFirst).slice(0, 200)) {
         items.push(treeItem(child, count, true));
       }
     }
   }
-  tree.replaceChildren(...items);
+  $('tree').replaceChildren(...items);
   $('tree-clear').hidden = !state.prefix;
 }
 
 function treeItem(prefix, count, sub) {
   const li = document.createElement('li');
   li.className = (sub ? 'sub' : '') + (state.prefix === prefix ? ' on' : '');
-  li.append(document.createTextNode(prefix), Object.assign(document.createElement('span'), { className: 'n', textContent: count }));
+  li.dataset.prefix = prefix;
+  li.append(document.createTextNode(prefix.replace('\u0000', '')),
+    Object.assign(document.createElement('span'), { className: 'n', textContent: count }));
   li.addEventListener('click', () => {
     state.prefix = state.prefix === prefix ? '' : prefix;
     state.viewDirty = state.treeDirty = true;
@@ -427,10 +572,11 @@ $('tree-clear').addEventListener('click', () => {
 
 function select(name) {
   state.selected = name;
-  $('detail').hidden = !name;
-  $('detail-empty').hidden = !!name;
-  if (name) {
+  $('detail').hidden = name == null;
+  $('detail-empty').hidden = name != null;
+  if (name != null) {
     const entry = state.entries.get(name);
+    if (entry && !state.history.has(name)) record(name, entry.value);
     $('editor').value = entry ? pretty(entry.value) : '';
     checkEditor();
     $('send-result').textContent = '';
@@ -444,7 +590,7 @@ function pretty(text) {
 
 function renderDetail() {
   const name = state.selected;
-  if (!name) return;
+  if (name == null) return;
   const entry = state.entries.get(name);
   if (!entry) return;
   $('d-name').textContent = name;
@@ -477,7 +623,7 @@ function checkEditor() {
     $('editor-check').textContent = 'valid JSON';
     $('editor-check').className = 'good';
     $('editor').classList.remove('invalid');
-    $('send').disabled = !state.selected;
+    $('send').disabled = state.selected == null;
   } catch (error) {
     $('editor-check').textContent = 'not JSON: ' + error.message;
     $('editor-check').className = 'bad';
@@ -489,19 +635,21 @@ function checkEditor() {
 $('editor').addEventListener('input', checkEditor);
 $('send').addEventListener('click', async () => {
   const name = state.selected;
-  let value;
-  try { value = JSON.parse($('editor').value); } catch (_) { return; }
+  const text = $('editor').value;
+  // Checked here, but sent as typed: parsing and printing again would change numbers reg
+  // keeps exactly (12345678901234567890, 1.0).
+  try { JSON.parse(text); } catch (_) { return; }
   const result = $('send-result');
   result.textContent = 'sending…';
   try {
     const response = await api('/consumer', {
       method: 'PUT',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ registers: { [name]: { value } } }),
+      body: '{"registers":{' + JSON.stringify(name) + ':{"value":' + text + '}}}',
     });
     if (response.status === 202) {
       result.textContent = 'sent: the provider gets it with its next poll';
-      window.__reg.sent.push(name);
+      log(window.__reg.sent, name);
     } else {
       result.textContent = `refused (${response.status}): ${await errorText(response)}`;
     }
@@ -587,7 +735,8 @@ for (const tab of document.querySelectorAll('.tab')) {
 async function statsLoop(generation) {
   while (generation === state.generation) {
     try {
-      const response = await api('/metrics', { quiet: true });
+      // Without the per-register gauges: a few lines, whatever the registry's size.
+      const response = await api('/metrics?registers=false', { quiet: true });
       if (response.ok) {
         const metrics = parseMetrics(await response.text());
         $('stat-registers').textContent = metrics.reg_registers ?? '–';
@@ -601,8 +750,9 @@ async function statsLoop(generation) {
         }
         state.lastRequests = [now, total];
       } else {
-        $('stats').title = 'server stats need the admin right';
-        return;
+        $('stats').title = response.status === 401 || response.status === 403
+          ? 'server stats need the admin right' : 'stats: ' + response.status;
+        if (response.status === 401 || response.status === 403) return;
       }
     } catch (_) { /* the next round tries again */ }
     await new Promise((resolve) => setTimeout(resolve, STATS_MS));
@@ -626,10 +776,11 @@ function parseMetrics(text) {
 async function start() {
   const generation = ++state.generation;
   if (state.watch) state.watch.abort();
+  if (state.services) state.services.abort();
   $('logout').hidden = !state.token;
   setStatus('', 'connecting…');
   try {
-    await load();
+    if (!(await load(generation))) return;
   } catch (error) {
     if (!(error instanceof Unauthorized)) {
       setStatus('down', 'unreachable: ' + error.message);
@@ -644,4 +795,5 @@ async function start() {
 }
 
 setInterval(queueRender, 1000); // TTL countdown
+setInterval(sweep, 250);        // removed registers leave
 start();
