@@ -45,6 +45,19 @@ window.__reg = { loaded: false, loadMs: 0, events: 0, renders: 0, renderMs: [], 
 
 class Unauthorized extends Error {}
 
+// reg keeps numbers exactly as written (12345678901234567890, 1.0); `JSON.parse` would round
+// them. Where the browser has JSON.rawJSON (Chromium 114+, Firefox 135+), a number whose text
+// a JS number would not write back the same is kept as its source text, so JSON.stringify
+// writes it unchanged (revisions and ordinary numbers stay numbers).
+const exactNumbers = typeof JSON.rawJSON === 'function'
+  ? (key, value, context) => (typeof value === 'number' && context && context.source != null &&
+      String(value) !== context.source ? JSON.rawJSON(context.source) : value)
+  : undefined;
+
+function parseExact(text) {
+  return JSON.parse(text, exactNumbers);
+}
+
 function log(list, item) {
   list.push(item);
   if (list.length > KEEP) list.shift();
@@ -234,7 +247,7 @@ async function load(generation) {
   const response = await api('/consumer?detail=true', { read: true });
   if (!response.ok) throw new Error(await errorText(response));
   const index = Number(response.headers.get('x-reg-index') || 0);
-  const body = await response.json();
+  const body = parseExact(await response.text());
   if (generation !== state.generation) return false;
   const entries = new Map();
   for (const [name, r] of Object.entries(body.registers || {})) {
@@ -323,7 +336,7 @@ function onBlock(block) {
     else if (field === 'data') data = data == null ? value : data + '\n' + value;
   }
   if (data == null) return;
-  const payload = JSON.parse(data);
+  const payload = parseExact(data);
   window.__reg.events++;
   if (event === 'set') {
     put(payload.name, JSON.stringify(payload.value),
