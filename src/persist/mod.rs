@@ -196,7 +196,11 @@ impl RegistryBuilder {
 struct Durable {
     log: Arc<writer::Log>,
     snapshots: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
-    _lock: DirLock,
+    /// Held until [`close`](Durability::close), which lets go of it once the writer and
+    /// snapshot threads are done: not when the last `Arc` of the registry's state drops, which
+    /// a thread still finishing a tick can delay (a reopen right after the last handle dropped
+    /// then found the directory locked by its own process).
+    lock: parking_lot::Mutex<Option<DirLock>>,
 }
 
 impl Durability for Durable {
@@ -225,6 +229,7 @@ impl Durability for Durable {
         if let Some(thread) = self.snapshots.lock().take() {
             let _ = thread.join();
         }
+        drop(self.lock.lock().take());
     }
 }
 
@@ -324,7 +329,7 @@ fn open(builder: RegistryBuilder, persist: Persist) -> Result<Registry, PersistE
     let durable = Durable {
         log,
         snapshots: parking_lot::Mutex::new(Some(snapshots)),
-        _lock: lock,
+        lock: parking_lot::Mutex::new(Some(lock)),
     };
     let requests = Arc::clone(&durable.log);
     registry.attach(Box::new(sink), Arc::new(durable), requests);
