@@ -46,6 +46,8 @@
 pub mod bench;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod discovery;
 mod duration;
 pub mod json;
@@ -62,7 +64,7 @@ pub use duration::{format_go_duration, parse_go_duration, DurationError};
 pub use json::{Json, JsonError};
 pub use store::{
     Change, ChangeRequest, Clock, Event, EventKind, FeedError, ManualClock, Origin, Register,
-    Registers, Registry, RegistryBuilder, Replay, Revision, Selector, SetOutcome, Stats,
+    Registers, Registry, RegistryBuilder, Replay, ReplicaStatus, Revision, Selector, SetOutcome, Stats,
     StoreError, Subscription, SystemClock, TakeRequests, Wait, WaitOutcome, DEFAULT_FEED_CAPACITY,
     DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_REMOVAL_HISTORY,
     DEFAULT_REQUEST_MAX_AGE, DEFAULT_TTL,

@@ -341,19 +341,31 @@ impl WireClientBuilder {
     /// or an `https://` URL with no CA file and no system bundle;
     /// [`ClientError::InvalidArgument`] for a token that cannot be sent in a header.
     pub fn build(self) -> Result<WireClient, ClientError> {
-        let base = BaseUrl::parse(&self.url)?;
+        let bases = self
+            .url
+            .split(',')
+            .map(|url| BaseUrl::parse(url.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let base = &bases[0];
+        if bases.iter().any(|b| b.is_https() != base.is_https()) {
+            return Err(ClientError::InvalidUrl {
+                url: self.url.clone(),
+                reason: "a list of URLs must be all http or all https".into(),
+            });
+        }
         let authorization = self.access.authorization()?;
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(self.connect_timeout));
         http.set_nodelay(true);
-        let connector = self.access.connector(&base, http)?;
+        let connector = self.access.connector(base, http)?;
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
         Ok(WireClient {
             inner: Arc::new(WireInner {
-                base,
+                bases,
+                current: std::sync::atomic::AtomicUsize::new(0),
                 http,
                 timeout: self.timeout,
                 authorization,
@@ -384,7 +396,10 @@ pub struct WireClient {
 }
 
 struct WireInner {
-    base: BaseUrl,
+    /// The registry's URLs: one, or a cluster's nodes (`url1,url2,…`), tried in turn.
+    bases: Vec<BaseUrl>,
+    /// Which of `bases` calls go to now: the next one after a node cannot be reached.
+    current: std::sync::atomic::AtomicUsize,
     http: HttpClient,
     timeout: Duration,
     /// `Bearer <token>`, sent with every request; `None` without a token.
@@ -394,7 +409,7 @@ struct WireInner {
 impl fmt::Debug for WireClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WireClient")
-            .field("url", &self.inner.base.display())
+            .field("url", &self.url())
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
     }
@@ -404,6 +419,10 @@ impl WireClient {
     /// A client for the registry at `url` (`http[s]://host[:port][/prefix]`) with the default
     /// time limits, no token, and for `https` the system's CA bundle. No connection is made
     /// until the first call.
+    ///
+    /// `url` may list a cluster's nodes, comma-separated (`http://a:8080,http://b:8080`):
+    /// calls go to one node, and move on to the next when it cannot be reached (a call that
+    /// never reached a node is retried on the next; one that failed on the way is not).
     ///
     /// # Errors
     ///
@@ -426,7 +445,7 @@ impl WireClient {
 
     /// The registry's URL.
     pub fn url(&self) -> String {
-        self.inner.base.display()
+        self.inner.base().display()
     }
 
     /// `PUT /provider`: creates, changes or refreshes registers, all or none.
@@ -573,7 +592,14 @@ impl WireClient {
         let response = tokio::time::timeout(timeout, self.inner.http.request(request))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
-            .map_err(|error| self.send_error(error))?;
+            .map_err(|error| {
+                let error = self.send_error(error);
+                if error.is_connect() && self.inner.bases.len() > 1 {
+                    // The caller's reconnect goes to the next node.
+                    self.inner.fail_over();
+                }
+                error
+            })?;
         if response.status() != StatusCode::OK {
             let (parts, incoming) = response.into_parts();
             let body = tokio::time::timeout(timeout, collect(incoming))
@@ -634,7 +660,7 @@ impl WireClient {
         query: &Query,
         body: Option<String>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
-        let url = self.inner.base.endpoint(path, query);
+        let url = self.inner.base().endpoint(path, query);
         let mut builder = Request::builder().method(method).uri(&url);
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
@@ -653,6 +679,31 @@ impl WireClient {
     /// Sends a request and reads the whole answer, within the call's time limit (a long poll's
     /// `wait` plus a grace period).
     pub(crate) async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        query: &Query,
+        body: Option<String>,
+        wait: Option<Duration>,
+    ) -> Result<Response<Bytes>, ClientError> {
+        // A node that cannot be reached has seen nothing of the request: the next one is
+        // tried, and later calls go to it (a cluster's nodes serve the same registry).
+        let mut tries = self.inner.bases.len();
+        loop {
+            let result = self
+                .exchange_once(method.clone(), path, query, body.clone(), wait)
+                .await;
+            match result {
+                Err(error) if error.is_connect() && tries > 1 => {
+                    tries -= 1;
+                    self.inner.fail_over();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn exchange_once(
         &self,
         method: Method,
         path: &str,
@@ -682,7 +733,7 @@ impl WireClient {
     }
 
     fn send_error(&self, error: hyper_util::client::legacy::Error) -> ClientError {
-        let url = self.inner.base.display();
+        let url = self.inner.base().display();
         if error.is_connect() {
             ClientError::Connect {
                 url,
@@ -723,5 +774,21 @@ fn status_error(status: StatusCode, body: &[u8]) -> ClientError {
     ClientError::Status {
         status,
         message: body::error_message(body),
+    }
+}
+
+impl WireInner {
+    /// The URL calls go to now.
+    fn base(&self) -> &BaseUrl {
+        // Ordering: Relaxed: which node to call is a hint; any is correct.
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[at % self.bases.len()]
+    }
+
+    /// Moves calls on to the next URL.
+    fn fail_over(&self) {
+        // Ordering: Relaxed: see `base`.
+        let at = self.current.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        tracing::info!(url = %self.bases[at % self.bases.len()].display(), "failing over to the next registry URL");
     }
 }

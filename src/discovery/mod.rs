@@ -126,6 +126,35 @@ impl Discovery {
         }
     }
 
+    /// [`register`](Self::register), resolving once the write is as safe as the registry
+    /// promises (on its disk, or in its cluster's log: see [`Registry::submit_set`]). The
+    /// write a server makes; the one that works on a cluster's replica.
+    pub async fn submit_register(
+        &self,
+        instance: &Instance,
+        ttl: Option<Duration>,
+    ) -> Result<SetOutcome, DiscoveryError> {
+        instance.validate()?;
+        let (name, value) = (instance.register_name(), instance.to_json());
+        Ok(self
+            .registry
+            .submit_set(self.origin.as_ref(), &name, value, None, ttl)
+            .await?)
+    }
+
+    /// [`deregister`](Self::deregister), resolving as [`submit_register`](Self::submit_register)
+    /// does.
+    pub async fn submit_deregister(
+        &self,
+        service: &str,
+        id: &str,
+    ) -> Result<Option<Revision>, StoreError> {
+        let name = register_name(service, id);
+        self.registry
+            .submit_remove(self.origin.as_ref(), &[name.as_str()])
+            .await
+    }
+
     /// The services with at least one instance.
     pub fn services(&self) -> Services {
         self.catalog.services()

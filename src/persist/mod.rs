@@ -44,7 +44,7 @@
 
 mod crc;
 mod files;
-mod record;
+pub(crate) mod record;
 mod snapshot;
 mod writer;
 

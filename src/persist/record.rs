@@ -111,11 +111,11 @@ pub(crate) fn seal(frames: &mut [u8]) {
     }
 }
 
-fn put_u64(out: &mut Vec<u8>, value: u64) {
+pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
     out.extend_from_slice(&value.to_le_bytes());
 }
 
-fn put_str(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
     let len = u32::try_from(text.len()).unwrap_or(u32::MAX - 1);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(text.as_bytes());
@@ -256,10 +256,10 @@ pub(crate) fn next_frame(bytes: &[u8]) -> Result<(&[u8], usize), Bad> {
 }
 
 /// Reads fields off a payload.
-struct Fields<'a>(&'a [u8]);
+pub(crate) struct Fields<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
         if self.0.len() < n {
             return Err(Bad::Undecodable("a field runs past the record".into()));
         }
@@ -268,30 +268,30 @@ impl<'a> Fields<'a> {
         Ok(head)
     }
 
-    fn u64(&mut self) -> Result<u64, Bad> {
+    pub(crate) fn u64(&mut self) -> Result<u64, Bad> {
         let bytes = self.take(8)?;
         let mut word = [0u8; 8];
         word.copy_from_slice(bytes);
         Ok(u64::from_le_bytes(word))
     }
 
-    fn len(&mut self) -> Result<u32, Bad> {
+    pub(crate) fn len(&mut self) -> Result<u32, Bad> {
         let bytes = self.take(4)?;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
-    fn str(&mut self) -> Result<&'a str, Bad> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, Bad> {
         let len = self.len()? as usize;
         std::str::from_utf8(self.take(len)?)
             .map_err(|_| Bad::Undecodable("a string that is not UTF-8".into()))
     }
 
-    fn json(&mut self) -> Result<Json, Bad> {
+    pub(crate) fn json(&mut self) -> Result<Json, Bad> {
         let text = self.str()?;
         Json::parse(text.as_bytes()).map_err(|e| Bad::Undecodable(format!("bad JSON: {e}")))
     }
 
-    fn optional_json(&mut self) -> Result<Option<Json>, Bad> {
+    pub(crate) fn optional_json(&mut self) -> Result<Option<Json>, Bad> {
         let mut peek = Fields(self.0);
         if peek.len()? == u32::MAX {
             self.0 = peek.0;
@@ -300,7 +300,7 @@ impl<'a> Fields<'a> {
         self.json().map(Some)
     }
 
-    fn end(&self) -> Result<(), Bad> {
+    pub(crate) fn end(&self) -> Result<(), Bad> {
         if self.0.is_empty() {
             Ok(())
         } else {

@@ -105,7 +105,7 @@ pub(crate) async fn handle(
         }
         // GET too, as Consul before 1.0 took it: Debian's python3-consul (0.7.1) sends GET.
         (&Method::PUT | &Method::GET, ["agent", "service", "deregister", id]) => {
-            deregister(&discovery, id, caller)
+            deregister(&discovery, id, caller).await
         }
         (
             &Method::PUT | &Method::GET,
@@ -116,13 +116,13 @@ pub(crate) async fn handle(
                 "warn" => Status::Warning,
                 _ => Status::Critical,
             };
-            set_check(&discovery, check, status, caller)
+            set_check(&discovery, check, status, caller).await
         }
         (&Method::PUT, ["agent", "check", "update", check]) => {
             let check = (*check).to_owned();
             let body = routes::read_body(shared, request).await?;
             let status = update_status(&body)?;
-            set_check(&discovery, &check, status, caller)
+            set_check(&discovery, &check, status, caller).await
         }
         (&Method::GET, ["agent", "services"]) => {
             let services: Map<String, Value> = visible()?
@@ -647,16 +647,18 @@ async fn register(
     caller.require(Right::Provide, touched.iter().map(String::as_str))?;
     for other in moved {
         if other.instance.service != name {
-            discovery.deregister(&other.instance.service, &id)?;
+            discovery
+                .submit_deregister(&other.instance.service, &id)
+                .await?;
         }
     }
-    let outcome = discovery
-        .register(&instance, Some(ttl))
+    discovery
+        .submit_register(&instance, Some(ttl))
+        .await
         .map_err(|e| match e {
             crate::discovery::DiscoveryError::Store(store) => ServerError::Store(store),
             other => bad(other.to_string()),
         })?;
-    discovery.registry().durable(outcome.revision).await?;
     Ok(ok_empty())
 }
 
@@ -734,7 +736,7 @@ fn known_to(caller: &Caller, mut found: Vec<Arc<InstanceEntry>>) -> Vec<Arc<Inst
     found
 }
 
-fn deregister(
+async fn deregister(
     discovery: &Discovery,
     id: &str,
     caller: &Caller,
@@ -746,7 +748,9 @@ fn deregister(
     let names: Vec<String> = found.iter().map(|e| e.instance.register_name()).collect();
     caller.require(Right::Provide, names.iter().map(String::as_str))?;
     for entry in found {
-        discovery.deregister(&entry.instance.service, id)?;
+        discovery
+            .submit_deregister(&entry.instance.service, id)
+            .await?;
     }
     Ok(ok_empty())
 }
@@ -769,7 +773,7 @@ fn update_status(body: &[u8]) -> Result<Status, ServerError> {
 
 /// A TTL check's heartbeat: sets the status and restarts the instance's TTL (a heartbeat that
 /// changes nothing is a refresh: no revision, nobody woken).
-fn set_check(
+async fn set_check(
     discovery: &Discovery,
     check: &str,
     status: Status,
@@ -788,7 +792,7 @@ fn set_check(
     let names: Vec<String> = found.iter().map(|e| e.instance.register_name()).collect();
     caller.require(Right::Provide, names.iter().map(String::as_str))?;
     for entry in found {
-        heartbeat(discovery, &entry, status, check)?;
+        heartbeat(discovery, &entry, status, check).await?;
     }
     Ok(ok_empty())
 }
@@ -797,7 +801,7 @@ fn set_check(
 /// back; if it changed in between (a concurrent register), it is read again, so a heartbeat
 /// does not put back an older address or tags. An instance that expired in between is not
 /// brought back.
-fn heartbeat(
+async fn heartbeat(
     discovery: &Discovery,
     entry: &InstanceEntry,
     status: Status,
@@ -815,7 +819,8 @@ fn heartbeat(
         }
         let instance = current.instance.clone().status(status);
         discovery
-            .register(&instance, Some(ttl))
+            .submit_register(&instance, Some(ttl))
+            .await
             .map_err(|e| match e {
                 crate::discovery::DiscoveryError::Store(store) => ServerError::Store(store),
                 other => bad(other.to_string()),

@@ -12,6 +12,7 @@ use crate::server::query::Query;
 use crate::server::routes::{self, ResBody};
 use crate::server::{response, Shared};
 use crate::store::Selector;
+use std::sync::Arc;
 
 /// The header that carries the revision an answer is consistent with.
 pub(crate) const X_REG_INDEX: &str = "x-reg-index";
@@ -48,7 +49,8 @@ pub(crate) async fn get(
             // An index from the future comes from another server (or one that restarted and
             // counts from 0 again): waiting for it would ignore changes until the counter
             // caught up. The server cannot tell what the client saw, so it answers at once.
-            (Some(_), Some(index)) if index > current => {}
+            // A cluster's replica behind the node that gave the index waits: it will have it.
+            (Some(_), Some(index)) if index > current && !registry.is_replica() => {}
             (Some(selector), index) => {
                 let after = index.unwrap_or(current);
                 // Timing out is a normal end of a long poll: answer with the current values.
@@ -148,12 +150,16 @@ pub(crate) async fn put(
     let entries = parse_entries(&body, &shared.config)?;
     caller.require(Right::Request, entries.iter().map(|e| e.name.as_str()))?;
     // All or nothing, the pending-requests cap included.
-    shared.registry.request_many_as(
-        caller.origin(),
-        entries
-            .iter()
-            .map(|entry| (entry.name.as_str(), entry.value.clone())),
-    )?;
+    shared
+        .registry
+        .submit_requests(
+            Some(caller.origin()),
+            entries
+                .iter()
+                .map(|entry| (Arc::from(entry.name.as_str()), entry.value.clone()))
+                .collect(),
+        )
+        .await?;
     if let Some(audit) = &shared.audit {
         for entry in &entries {
             audit.event(
@@ -171,7 +177,6 @@ pub(crate) async fn put(
         }
     }
     tracing::debug!(count = entries.len(), "change requests stored");
-    shared.registry.durable_all().await?;
     Ok(routes::empty(StatusCode::ACCEPTED))
 }
 

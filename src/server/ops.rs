@@ -8,6 +8,7 @@ use crate::server::error::ServerError;
 use crate::server::metrics::Route;
 use crate::server::routes::{self, ResBody};
 use crate::server::Shared;
+use crate::store::ReplicaStatus;
 
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -21,10 +22,10 @@ pub(crate) fn handle(
 ) -> Result<Response<ResBody>, ServerError> {
     match route {
         Route::Healthz if shared.is_draining() => Err(ServerError::ShuttingDown),
-        Route::Healthz => Ok(routes::json(
-            StatusCode::OK,
-            Bytes::from_static(br#"{"status":"ok"}"#),
-        )),
+        Route::Healthz => Ok(match shared.registry.replica_status() {
+            None => routes::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
+            Some(cluster) => cluster_health(&cluster),
+        }),
         Route::Version => Ok(routes::json(
             StatusCode::OK,
             Bytes::from_static(
@@ -32,12 +33,15 @@ pub(crate) fn handle(
             ),
         )),
         Route::Metrics => {
-            let text = shared.metrics.render(
+            let mut text = shared.metrics.render(
                 &shared.registry,
                 shared.service_polls(),
                 shared.audit.as_deref(),
                 query != Some("registers=false"),
             );
+            if let Some(cluster) = shared.registry.replica_status() {
+                cluster_metrics(&mut text, &cluster);
+            }
             let mut response = Response::new(ResBody::Full(Some(Bytes::from(text))));
             response
                 .headers_mut()
@@ -45,5 +49,44 @@ pub(crate) fn handle(
             Ok(response)
         }
         _ => Err(ServerError::NotFound(String::new())),
+    }
+}
+
+/// A cluster node's health: 200 once it has caught up with the cluster's log and while it is
+/// connected to it; 503 (with where it stands) before and otherwise, so a load balancer sends
+/// it nothing it would answer from a stale replica.
+fn cluster_health(cluster: &ReplicaStatus) -> Response<ResBody> {
+    let (code, status) = match (cluster.ready, cluster.connected) {
+        (true, true) => (StatusCode::OK, "ok"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "catching up"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "disconnected"),
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "cluster": {
+            "name": cluster.cluster,
+            "connected": cluster.connected,
+            "ready": cluster.ready,
+            "applied": cluster.applied,
+            "last": cluster.last,
+            "lag": cluster.lag(),
+            "error": cluster.error,
+        },
+    });
+    routes::json(code, Bytes::from(body.to_string()))
+}
+
+/// The cluster's gauges, appended to `/metrics`.
+fn cluster_metrics(text: &mut String, cluster: &ReplicaStatus) {
+    use std::fmt::Write as _;
+    let gauges: [(&str, &str, u64); 5] = [
+        ("reg_cluster_connected", "1 while connected to the cluster's NATS servers", u64::from(cluster.connected)),
+        ("reg_cluster_ready", "1 once caught up with the cluster's log", u64::from(cluster.ready)),
+        ("reg_cluster_applied_sequence", "The stream sequence applied last", cluster.applied),
+        ("reg_cluster_last_sequence", "The last stream sequence known", cluster.last),
+        ("reg_cluster_lag", "Stream entries known but not applied yet", cluster.lag()),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
 }

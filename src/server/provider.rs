@@ -11,6 +11,7 @@ use crate::server::query::Query;
 use crate::server::routes::{self, ResBody};
 use crate::server::{response, services, Shared};
 use crate::store::Change;
+use std::sync::Arc;
 
 /// `PUT /provider` → 204: creates, changes or refreshes registers. All entries are validated
 /// before any is written. A persistent registry answers once the changes are as durable as
@@ -29,16 +30,17 @@ pub(crate) async fn put(
     for entry in &entries {
         services::check_entry(&entry.name, &entry.value)?;
     }
-    let mut changed = None;
-    for entry in entries {
-        let outcome = shared.registry.set_as(
-            caller.origin(),
-            &entry.name,
-            entry.value,
-            entry.metadata,
-            entry.ttl,
-        )?;
-        let (name, revision) = (&entry.name, outcome.revision);
+    let writes = entries
+        .into_iter()
+        .map(|e| (Arc::from(e.name), e.value, e.metadata, e.ttl))
+        .collect::<Vec<_>>();
+    let names: Vec<Arc<str>> = writes.iter().map(|w| Arc::clone(&w.0)).collect();
+    let outcomes = shared
+        .registry
+        .submit_sets(Some(caller.origin()), writes)
+        .await?;
+    for (name, outcome) in names.iter().zip(&outcomes) {
+        let revision = outcome.revision;
         // Per-register events are debug (a fleet's churn would flood an info log; the
         // periodic summary counts them). Names are client input: `?` escapes them, so a name
         // cannot forge log lines or send terminal escapes.
@@ -47,12 +49,6 @@ pub(crate) async fn put(
             Change::Changed => tracing::debug!(?name, revision, "register changed"),
             Change::Refreshed => tracing::trace!(?name, "register refreshed"),
         }
-        if outcome.change != Change::Refreshed {
-            changed = changed.max(Some(revision));
-        }
-    }
-    if let Some(revision) = changed {
-        shared.registry.durable(revision).await?;
     }
     Ok(routes::empty(StatusCode::NO_CONTENT))
 }
@@ -75,19 +71,10 @@ pub(crate) async fn get(
     caller.require(Right::Take, query.names.iter().map(String::as_str))?;
     let allowed = caller.scope(Right::Take)?;
     let selector = query.selector();
-    let registry = &shared.registry;
-    let taken = match (query.wait, allowed) {
-        (Some(wait), None) => tokio::time::timeout(wait, registry.take_requests(selector))
-            .await
-            .unwrap_or_default(),
-        (Some(wait), Some(allowed)) => {
-            tokio::time::timeout(wait, registry.take_requests_where(selector, allowed))
-                .await
-                .unwrap_or_default()
-        }
-        (None, None) => registry.try_take_requests(&selector),
-        (None, Some(allowed)) => registry.try_take_requests_where(&selector, allowed),
-    };
+    let taken = shared
+        .registry
+        .submit_take(selector, allowed, query.wait)
+        .await;
     if let Some(audit) = &shared.audit {
         for request in &taken {
             let mut fields = vec![("name", Field::Str(&request.name))];
@@ -118,15 +105,13 @@ pub(crate) async fn delete(
     names.sort_unstable();
     names.dedup();
     caller.require(Right::Provide, names.iter().map(String::as_str))?;
-    let mut removed = None;
-    for name in &names {
-        if let Some(revision) = shared.registry.try_remove_as(caller.origin(), name)? {
-            tracing::debug!(?name, revision, "register removed");
-            removed = Some(revision);
-        }
-    }
-    if let Some(revision) = removed {
-        shared.registry.durable(revision).await?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    if let Some(revision) = shared
+        .registry
+        .submit_remove(Some(caller.origin()), &names)
+        .await?
+    {
+        tracing::debug!(?names, revision, "registers removed");
     }
     Ok(routes::empty(StatusCode::NO_CONTENT))
 }

@@ -62,7 +62,12 @@ use crate::server::routes::ResBody;
 use crate::server::Shared;
 use crate::store::{
     Event, EventKind, FeedError, Register, Registry, Replay, Revision, Selector, Subscription,
+    WaitOutcome,
 };
+
+/// How long a watch from an index a cluster's replica has not reached yet waits for it before
+/// it replays everything instead.
+const REPLICA_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// Chunks buffered between the feed task and the connection: a slow client holds at most this
 /// many chunks (each at most [`CHUNK_BYTES`]) before the task waits: 256 KiB in all.
@@ -177,6 +182,20 @@ impl Feed {
             Some(after) => {
                 // An index from the future comes from another server, or from this one before
                 // a restart: replay everything rather than skip what the client never saw.
+                // A cluster's replica behind the node that gave the index waits (a while) to
+                // catch up to it.
+                if after > self.registry.revision() && self.registry.is_replica() {
+                    let _ = tokio::time::timeout(REPLICA_CATCH_UP, async {
+                        while after > self.registry.revision() {
+                            let outcome =
+                                self.registry.wait(&Selector::All, self.registry.revision()).await;
+                            if outcome == WaitOutcome::Shutdown {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
+                }
                 let after = if after > self.registry.revision() {
                     0
                 } else {

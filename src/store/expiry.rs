@@ -34,6 +34,7 @@ use std::time::Duration;
 use crate::store::feed::EventKind;
 use crate::store::history::Kept;
 use crate::store::register::{Revision, Timer, DEAD};
+use crate::store::replica::RECHECK_MS;
 use crate::store::wheel::Wheel;
 use crate::store::Shared;
 use crate::sync::{Arc, Map, Ordering};
@@ -172,6 +173,20 @@ impl Shared {
                         observed,
                         Timer {
                             at: observed,
+                            ..timer.clone()
+                        },
+                    );
+                    break;
+                }
+                if let Some(replica) = self.replica.get() {
+                    // A replica proposes the expiry to its cluster's log, which removes it on
+                    // every replica (see `replica.rs`); until then it is looked at again.
+                    replica.due(timer.entry.name(), timer.entry.snapshot.peek(|r| r.revision));
+                    let again = now.saturating_add(RECHECK_MS);
+                    state.wheel.insert(
+                        again,
+                        Timer {
+                            at: again,
                             ..timer.clone()
                         },
                     );

@@ -30,6 +30,7 @@ mod feed;
 mod history;
 mod origin;
 mod register;
+pub(crate) mod replica;
 mod requests;
 #[cfg(feature = "persist")]
 pub(crate) mod restore;
@@ -46,6 +47,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Event, EventKind, FeedError, Subscription};
 pub use origin::Origin;
 pub use register::{Register, Revision};
+pub use replica::ReplicaStatus;
 pub use requests::{ChangeRequest, TakeRequests};
 #[cfg(feature = "persist")]
 pub(crate) use requests::{RequestLog, SavedRequest};
@@ -298,6 +300,7 @@ impl RegistryBuilder {
             restoring: std::sync::atomic::AtomicBool::new(false),
             durability: std::sync::OnceLock::new(),
             views: views::Views::default(),
+            replica: std::sync::OnceLock::new(),
         });
         // loom models drive expiry by hand: a real thread cannot run inside a model.
         let expiry_thread = if self.expiry == ExpiryMode::Background && !cfg!(reg_loom) {
@@ -360,6 +363,8 @@ pub(crate) struct Shared {
     durability: std::sync::OnceLock<Arc<dyn commit::Durability>>,
     /// Views kept current by sinks (`views.rs`).
     views: views::Views,
+    /// Set once, before serving, when the registry is a cluster's replica (`replica.rs`).
+    replica: std::sync::OnceLock<Arc<dyn replica::Replicator>>,
 }
 
 impl fmt::Debug for Shared {
@@ -459,6 +464,7 @@ impl Registry {
         metadata: Option<Json>,
         ttl: Option<Duration>,
     ) -> Result<SetOutcome, StoreError> {
+        self.shared().local_writes()?;
         self.shared().set(name, value, metadata, ttl, None)
     }
 
@@ -472,18 +478,22 @@ impl Registry {
         metadata: Option<Json>,
         ttl: Option<Duration>,
     ) -> Result<SetOutcome, StoreError> {
+        self.shared().local_writes()?;
         self.shared().set(name, value, metadata, ttl, Some(origin))
     }
 
     /// Removes a register at once. A removal is a change: it takes a revision and wakes
     /// watchers. Returns the revision, or `None` if the register did not exist.
     pub fn remove(&self, name: &str) -> Option<Revision> {
+        // A replica's removals go through its cluster's log (`submit_remove`).
+        self.shared().local_writes().ok()?;
         self.shared().remove(name, None)
     }
 
     /// [`remove`](Self::remove), refused with [`StoreError::Unavailable`] when a persistent
     /// registry cannot save changes now (its disk is full): what a server answers 503 to.
     pub fn try_remove(&self, name: &str) -> Result<Option<Revision>, StoreError> {
+        self.shared().local_writes()?;
         self.shared().writable()?;
         Ok(self.shared().remove(name, None))
     }
@@ -494,6 +504,7 @@ impl Registry {
         origin: &Origin,
         name: &str,
     ) -> Result<Option<Revision>, StoreError> {
+        self.shared().local_writes()?;
         self.shared().writable()?;
         Ok(self.shared().remove(name, Some(origin)))
     }
@@ -639,6 +650,7 @@ impl Registry {
     pub fn request(&self, name: &str, value: Json) -> Result<(), StoreError> {
         let shared = self.shared();
         shared.check_name(name)?;
+        shared.local_writes()?;
         shared.writable()?;
         shared.requests.request(name, value, shared.now_ms(), None)
     }
@@ -678,6 +690,7 @@ impl Registry {
         for (name, _) in requests.clone() {
             shared.check_name(name)?;
         }
+        shared.local_writes()?;
         shared.writable()?;
         shared
             .requests
@@ -985,9 +998,11 @@ impl Shared {
 
     fn changed_since(&self, selector: &Selector, after: Revision) -> bool {
         if after > self.current_revision() {
-            // A revision this registry never had: the caller's index comes from an earlier
-            // incarnation (a restarted server). Waiting for it could take forever; answer.
-            return true;
+            // A revision this registry never had. A cluster's replica will have it once it
+            // catches up (the index came from a node ahead of it): wait. Otherwise the
+            // caller's index comes from an earlier incarnation (a restarted server); waiting
+            // for it could take forever: answer.
+            return self.replica.get().is_none();
         }
         match selector {
             Selector::All => self.current_revision() > after,

@@ -317,6 +317,53 @@ impl Requests {
         out
     }
 
+    /// The names and ids of the fresh pending requests the selector names that the filter
+    /// allows, sorted by name; takes nothing.
+    pub(crate) fn peek(
+        &self,
+        selector: &Selector,
+        now: u64,
+        filter: &TakeFilter,
+    ) -> Vec<(Arc<str>, u64)> {
+        let allowed = |name: &str| filter.as_ref().is_none_or(|allow| allow(name));
+        let mut out = Vec::new();
+        match selector {
+            Selector::Names(names) => {
+                for name in names.iter().filter(|name| allowed(name)) {
+                    if let Some(Some(id)) = self
+                        .pending
+                        .with(&**name, |p| self.is_fresh(p, now).then_some(p.id))
+                    {
+                        out.push((Arc::clone(name), id));
+                    }
+                }
+            }
+            Selector::All => {
+                self.pending.for_each(|name, pending| {
+                    if allowed(name) && self.is_fresh(pending, now) {
+                        out.push((Arc::clone(name), pending.id));
+                    }
+                });
+                out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        out
+    }
+
+    /// Takes `name`'s pending request if it is the one with `id` (a replica applying a take,
+    /// see `replica.rs`): age is not looked at, so every replica decides alike.
+    pub(crate) fn take_exact(&self, name: &str, id: u64) -> Option<ChangeRequest> {
+        let (name, pending) = self.pending.remove_if(name, |_, p| p.id == id)?;
+        // Ordering: Relaxed: see `request`.
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.log_taken(&name, &pending);
+        Some(ChangeRequest {
+            name,
+            value: pending.value,
+            origin: pending.origin,
+        })
+    }
+
     /// Drops requests older than the age limit; returns how many.
     pub(crate) fn sweep(&self, now: u64) -> usize {
         let mut dropped = 0;
@@ -361,20 +408,74 @@ impl Requests {
 /// Cancel safe: requests are removed only inside the `poll` that returns them, so a take that is
 /// dropped before it completes has taken nothing.
 #[must_use = "TakeRequests does nothing unless awaited"]
+#[derive(Debug)]
 pub struct TakeRequests {
+    wait: RequestWait,
+}
+
+impl TakeRequests {
+    pub(crate) fn new(shared: Arc<Shared>, selector: Selector, filter: TakeFilter) -> Self {
+        Self {
+            wait: RequestWait::new(shared, selector, filter),
+        }
+    }
+}
+
+impl Future for TakeRequests {
+    type Output = Vec<ChangeRequest>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut()
+            .wait
+            .poll_with(cx, |requests, selector, now, filter| {
+                requests.take(selector, now, filter)
+            })
+    }
+}
+
+/// A wait for change requests that takes none: resolves with the names and ids of the pending
+/// ones (a replica's take proposes them to its cluster, see `replica.rs`). Cancel safe.
+#[derive(Debug)]
+pub(crate) struct PeekRequests {
+    wait: RequestWait,
+}
+
+impl PeekRequests {
+    pub(crate) fn new(shared: Arc<Shared>, selector: Selector, filter: TakeFilter) -> Self {
+        Self {
+            wait: RequestWait::new(shared, selector, filter),
+        }
+    }
+}
+
+impl Future for PeekRequests {
+    type Output = Vec<(Arc<str>, u64)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut()
+            .wait
+            .poll_with(cx, |requests, selector, now, filter| {
+                requests.peek(selector, now, filter)
+            })
+    }
+}
+
+/// What a wait for change requests keeps: its signal, registered before the first look (see
+/// the invariants), and how far it has looked.
+struct RequestWait {
     shared: Arc<Shared>,
     selector: Selector,
-    /// Which of the selected names this take may take (see [`TakeFilter`]).
+    /// Which of the selected names this wait may take (see [`TakeFilter`]).
     filter: TakeFilter,
     signal: Arc<Signal>,
     registration: Registration,
-    /// The highest request sequence this take has already looked past.
+    /// The highest request sequence this wait has already looked past.
     seen: u64,
 }
 
-impl std::fmt::Debug for TakeRequests {
+impl std::fmt::Debug for RequestWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TakeRequests")
+        f.debug_struct("RequestWait")
             .field("selector", &self.selector)
             .field("filtered", &self.filter.is_some())
             .field("seen", &self.seen)
@@ -382,8 +483,8 @@ impl std::fmt::Debug for TakeRequests {
     }
 }
 
-impl TakeRequests {
-    pub(crate) fn new(shared: Arc<Shared>, selector: Selector, filter: TakeFilter) -> Self {
+impl RequestWait {
+    fn new(shared: Arc<Shared>, selector: Selector, filter: TakeFilter) -> Self {
         let signal = Signal::new();
         let registration = shared.requests.watchers.register(&selector, &signal);
         Self {
@@ -395,34 +496,36 @@ impl TakeRequests {
             seen: 0,
         }
     }
-}
 
-impl Future for TakeRequests {
-    type Output = Vec<ChangeRequest>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+    /// Looks with `look` until it finds something, the signal has nothing new, or shutdown.
+    fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        look: impl Fn(&Requests, &Selector, u64, &TakeFilter) -> Vec<T>,
+    ) -> Poll<Vec<T>> {
         loop {
-            let taken =
-                this.shared
-                    .requests
-                    .take(&this.selector, this.shared.now_ms(), &this.filter);
-            if !taken.is_empty() {
-                return Poll::Ready(taken);
+            let found = look(
+                &self.shared.requests,
+                &self.selector,
+                self.shared.now_ms(),
+                &self.filter,
+            );
+            if !found.is_empty() {
+                return Poll::Ready(found);
             }
-            if this.shared.is_shut_down() || this.seen == SHUTDOWN {
+            if self.shared.is_shut_down() || self.seen == SHUTDOWN {
                 return Poll::Ready(Vec::new());
             }
-            match this.signal.poll_above(cx, this.seen) {
+            match self.signal.poll_above(cx, self.seen) {
                 // Something arrived (or shutdown): look again.
-                Poll::Ready(fired) => this.seen = fired,
+                Poll::Ready(fired) => self.seen = fired,
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 }
 
-impl Drop for TakeRequests {
+impl Drop for RequestWait {
     fn drop(&mut self) {
         self.shared
             .requests

@@ -104,6 +104,32 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "REG_LOG_LEVEL")]
     log_level: Option<String>,
 
+    /// Join a reg cluster on these NATS JetStream servers (comma-separated URLs,
+    /// `nats://127.0.0.1:4222,…`): every node serves the whole API from its own replica, and
+    /// the cluster's log (one JetStream stream) keeps what a lost node had. Not with
+    /// --data-dir: the stream is the cluster's durable log.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "REG_NATS", value_name = "URLS", value_delimiter = ',', conflicts_with = "data_dir")]
+    nats: Vec<String>,
+
+    /// With --nats: the cluster's name (nodes with one name share one registry; its stream is
+    /// REG_<name>).
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "REG_CLUSTER_NAME", default_value = "reg")]
+    cluster_name: String,
+
+    /// With --nats: JetStream replicas of the cluster's stream (default: one per URL given, at
+    /// most 3).
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "REG_CLUSTER_REPLICAS")]
+    cluster_replicas: Option<usize>,
+
+    /// With --nats: how often a node passes on the refreshes it took (Go duration); an expiry
+    /// can come up to twice this late.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "REG_CLUSTER_TOUCH", default_value = "250ms", value_parser = parse_duration)]
+    cluster_touch: Duration,
+
     /// Persist registers and revisions in this directory (created if missing; one server per
     /// directory). Without it, reg keeps everything in memory and a restart loses it.
     #[arg(long, env = "REG_DATA_DIR", value_name = "DIR")]
@@ -313,6 +339,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             tokio::task::block_in_place(|| builder.open(persist))?
         }
+    };
+    #[cfg(feature = "cluster")]
+    let _cluster = if args.nats.is_empty() {
+        None
+    } else {
+        let mut config = reg::cluster::ClusterConfig::new(args.nats.clone(), &args.cluster_name)
+            .touch_interval(args.cluster_touch);
+        if let Some(replicas) = args.cluster_replicas {
+            config = config.replicas(replicas);
+        }
+        // Serves at once; `/healthz` answers 503 until the node has caught up.
+        Some(
+            reg::cluster::join(&registry, config)
+                .await
+                .context("cannot join the cluster")?,
+        )
     };
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,

@@ -1,0 +1,558 @@
+//! One node of a cluster: its NATS connection, the proposer, the applier and the background
+//! tasks that pass on refreshes and propose expiries (see `mod.rs`).
+//!
+//! # Invariants
+//!
+//! * **One applier.** Log entries are applied by one task, in stream sequence order, each
+//!   once (an entry at or below `applied` is skipped: an ordered consumer that was recreated
+//!   starts after it). What it applies depends only on the registry and on `touches`, which
+//!   only it changes: every replica decides alike.
+//! * **A waiter before its entry.** A proposal's waiter is registered before the entry is
+//!   published, so the applier always finds it; one that timed out is removed by its
+//!   proposer, and an entry whose waiter is gone is applied all the same.
+//! * The write path only buffers: `refreshed` and `due` push into a set or a vector under a
+//!   short lock and return; the tasks publish.
+
+use std::collections::hash_map::Entry as Slot;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cluster::op::{self, Body, Expiry};
+use crate::cluster::{ClusterConfig, ClusterError, TAKEOVER};
+use crate::store::replica::{Applied, BoxFuture, Proposal, Replicator};
+use crate::store::{Origin, Registry, ReplicaStatus, Revision, StoreError};
+use crate::sync::{AtomicU64, Map, Ordering};
+use std::sync::{Arc, Weak};
+
+/// Most names in one touch or expire entry (JetStream's default message limit is 1 MiB).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// How long a node keeps trying to reach JetStream when it joins (a NATS cluster that has
+/// just started elects its JetStream leader first).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A node's state, shared by its tasks and its registry (as the registry's [`Replicator`]).
+pub(crate) struct Node {
+    /// Itself, for the futures `propose` returns.
+    me: Weak<Node>,
+    id: u64,
+    config: ClusterConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subject: String,
+    stream: String,
+    next_op: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    /// Registers refreshed here since the last touch entry.
+    touched: Mutex<HashSet<Arc<str>>>,
+    /// Registers the expiry pass found past their deadline, for the expirer task.
+    due: Mutex<Vec<(Arc<str>, Revision)>>,
+    due_signal: Notify,
+    /// Each live register's last set-or-touch entry and the node that proposed it. The
+    /// applier's alone (see the invariants).
+    touches: Map<Arc<str>, (u64, u64)>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    applied: u64,
+    last: u64,
+    /// The stream's last sequence when this node joined: ready once applied.
+    joined_at: u64,
+    ready: bool,
+    error: Option<String>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &format_args!("{:016x}", self.id))
+            .field("stream", &self.stream)
+            .field("state", &*self.state.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node's membership in its cluster: dropping it stops the node's tasks (its registry
+/// keeps what it applied, and refuses writes).
+#[derive(Debug)]
+pub struct Cluster {
+    node: Arc<Node>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Where this node stands.
+    pub fn status(&self) -> ReplicaStatus {
+        self.node.status()
+    }
+
+    /// Waits until this node has caught up with the log as it was when it joined.
+    pub async fn ready(&self) {
+        loop {
+            if self.node.state.lock().ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// This node's id in the log (random, new at each start).
+    pub fn node_id(&self) -> u64 {
+        self.node.id
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn nats<E: std::fmt::Display>(error: E) -> ClusterError {
+    ClusterError::Nats(error.to_string())
+}
+
+fn random_id() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    hasher.finish()
+}
+
+/// Connects, makes sure the stream exists, makes `registry` a replica and starts the tasks.
+pub(crate) async fn start(registry: &Registry, config: ClusterConfig) -> Result<Cluster, ClusterError> {
+    let mut addrs = Vec::with_capacity(config.urls.len());
+    for url in &config.urls {
+        addrs.push(
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|e| ClusterError::Config(format!("NATS URL {url:?}: {e}")))?,
+        );
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("reg {}", config.name))
+        .connection_timeout(Duration::from_secs(5))
+        .connect(addrs)
+        .await
+        .map_err(nats)?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(config.publish_timeout)
+        .build(client.clone());
+    let stream_name = format!("REG_{}", config.name);
+    let subject = format!("reg.{}.log", config.name);
+    let stream_config = stream::Config {
+        name: stream_name.clone(),
+        subjects: vec![subject.clone()],
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + JOIN_TIMEOUT;
+    let mut stream = loop {
+        match js.get_or_create_stream(stream_config.clone()).await {
+            Ok(stream) => break stream,
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(%error, "JetStream not ready yet");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                return Err(ClusterError::Nats(format!(
+                    "cannot create or open stream {stream_name} ({} replicas): {error}",
+                    config.replicas
+                )))
+            }
+        }
+    };
+    let joined_at = stream.info().await.map_err(nats)?.state.last_sequence;
+    let node = Arc::new_cyclic(|me| Node {
+        me: me.clone(),
+        id: random_id(),
+        config,
+        client,
+        js,
+        subject,
+        stream: stream_name,
+        next_op: AtomicU64::new(0),
+        waiting: Mutex::new(HashMap::new()),
+        touched: Mutex::new(HashSet::new()),
+        due: Mutex::new(Vec::new()),
+        due_signal: Notify::new(),
+        touches: Map::new(),
+        state: Mutex::new(State {
+            joined_at,
+            ready: joined_at == 0,
+            last: joined_at,
+            ..State::default()
+        }),
+    });
+    // Before the first entry applies: from now on the expiry pass proposes, never commits.
+    registry.attach_replicator(Arc::clone(&node) as Arc<dyn Replicator>);
+    tracing::info!(
+        node = format_args!("{:016x}", node.id),
+        stream = %node.stream,
+        entries = joined_at,
+        "joined the cluster; catching up"
+    );
+    let tasks = vec![
+        tokio::spawn(apply_loop(Arc::clone(&node), registry.clone())),
+        tokio::spawn(touch_loop(Arc::clone(&node))),
+        tokio::spawn(expire_loop(Arc::clone(&node), registry.clone())),
+    ];
+    Ok(Cluster { node, tasks })
+}
+
+impl Node {
+    /// Publishes one entry and waits for JetStream to store it: its sequence.
+    async fn publish(&self, op: u64, origin: Option<&Origin>, body: &Body) -> Result<u64, String> {
+        let bytes = op::encode(self.id, op, origin, body);
+        let message = PublishMessage::build()
+            .payload(bytes.into())
+            .message_id(format!("{:016x}-{op}", self.id));
+        let stored = async {
+            let ack = self
+                .js
+                .send_publish(self.subject.clone(), message)
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.config.publish_timeout, stored).await {
+            Ok(Ok(ack)) => Ok(ack.sequence),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(format!(
+                "JetStream did not confirm the write within {:?}",
+                self.config.publish_timeout
+            )),
+        }
+    }
+
+    fn next_op(&self) -> u64 {
+        // Ordering: Relaxed: a counter; uniqueness is all it gives.
+        self.next_op.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn note_error(&self, error: &str) {
+        self.state.lock().error = Some(error.to_owned());
+    }
+
+    /// Applies the entry at `sequence` (see the invariants).
+    fn apply(&self, registry: &Registry, sequence: u64, payload: &[u8]) {
+        let entry = match op::decode(payload) {
+            Ok(entry) => entry,
+            Err(error) => {
+                // Every node skips it alike; it changes nothing.
+                tracing::error!(sequence, %error, "a cluster log entry that does not decode; skipped");
+                return;
+            }
+        };
+        let origin = entry.origin.as_ref();
+        let applied = match entry.body {
+            Body::Proposal(Proposal::Set { writes }) => {
+                let mut outcomes = Vec::with_capacity(writes.len());
+                for write in writes {
+                    let outcome = registry.apply_set(
+                        origin,
+                        &write.name,
+                        write.value,
+                        write.metadata,
+                        write.ttl_ms,
+                    );
+                    if outcome.is_ok() {
+                        self.touches.insert(write.name, (sequence, entry.node));
+                    }
+                    outcomes.push(outcome);
+                }
+                Applied::Set(outcomes)
+            }
+            Body::Proposal(Proposal::Remove { names }) => {
+                let removed = registry.apply_remove(origin, &names);
+                for name in &names {
+                    self.touches.remove(&**name);
+                }
+                Applied::Removed(removed)
+            }
+            Body::Proposal(Proposal::Requests { requests }) => {
+                Applied::Requested(registry.apply_requests(origin, &requests))
+            }
+            Body::Proposal(Proposal::Take { requests }) => {
+                Applied::Taken(registry.apply_take(&requests))
+            }
+            Body::Touch(names) => {
+                if entry.node != self.id {
+                    registry.apply_touch(names.iter().map(|name| &**name));
+                }
+                for name in names {
+                    if registry.get(&name).is_some() {
+                        self.touches.insert(name, (sequence, entry.node));
+                    }
+                }
+                return;
+            }
+            Body::Expire(expiries) => {
+                for Expiry {
+                    name,
+                    revision,
+                    touched,
+                } in expiries
+                {
+                    let last = self.touches.with(&*name, |t| t.0);
+                    if last == Some(touched) && registry.apply_expire(&name, revision).is_some() {
+                        self.touches.remove(&*name);
+                    }
+                }
+                return;
+            }
+        };
+        if entry.node == self.id {
+            if let Some(waiter) = self.waiting.lock().remove(&entry.op) {
+                let _gone = waiter.send(applied);
+            }
+        }
+    }
+
+    fn applied(&self, sequence: u64, pending: u64) {
+        let mut state = self.state.lock();
+        state.applied = sequence;
+        state.last = state.last.max(sequence.saturating_add(pending));
+        state.error = None;
+        if !state.ready && sequence >= state.joined_at {
+            state.ready = true;
+            tracing::info!(sequence, "caught up with the cluster's log");
+        }
+    }
+}
+
+impl Replicator for Node {
+    fn propose(
+        &self,
+        proposal: Proposal,
+        origin: Option<Origin>,
+    ) -> BoxFuture<Result<Applied, StoreError>> {
+        let op = self.next_op();
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().insert(op, tx);
+        let body = Body::Proposal(proposal);
+        let Some(node) = self.me.upgrade() else {
+            return Box::pin(async { Err(StoreError::Unavailable { reason: "the node has stopped".into() }) });
+        };
+        Box::pin(async move {
+            let unavailable = |reason: String| StoreError::Unavailable { reason };
+            if let Err(error) = node.publish(op, origin.as_ref(), &body).await {
+                node.waiting.lock().remove(&op);
+                node.note_error(&error);
+                return Err(unavailable(format!("the cluster's log did not take the write: {error}")));
+            }
+            match tokio::time::timeout(node.config.publish_timeout, rx).await {
+                Ok(Ok(applied)) => Ok(applied),
+                _ => {
+                    node.waiting.lock().remove(&op);
+                    Err(unavailable(
+                        "the cluster's log took the write but this node has not applied it yet \
+                         (it is behind); it will apply"
+                            .into(),
+                    ))
+                }
+            }
+        })
+    }
+
+    fn refreshed(&self, name: &str) {
+        let mut touched = self.touched.lock();
+        if !touched.contains(name) {
+            touched.insert(Arc::from(name));
+        }
+    }
+
+    fn due(&self, name: Arc<str>, revision: Revision) {
+        self.due.lock().push((name, revision));
+        self.due_signal.notify_one();
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        let state = self.state.lock();
+        let mut status = ReplicaStatus::default();
+        status.connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        status.ready = state.ready;
+        status.applied = state.applied;
+        status.last = state.last.max(state.applied);
+        status.cluster = self.config.name.clone();
+        status.error = state.error.clone();
+        status
+    }
+}
+
+/// Follows the stream from the first entry not applied yet, forever; a broken consumer is
+/// recreated after the last entry applied.
+async fn apply_loop(node: Arc<Node>, registry: Registry) {
+    loop {
+        let start = node.state.lock().applied + 1;
+        if let Err(error) = follow(&node, &registry, start).await {
+            tracing::warn!(%error, "following the cluster's log; retrying");
+            node.note_error(&error);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), String> {
+    let stream = node.js.get_stream(&node.stream).await.map_err(|e| e.to_string())?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let (sequence, pending) = {
+            let info = message.info().map_err(|e| e.to_string())?;
+            (info.stream_sequence, info.pending)
+        };
+        if sequence <= node.state.lock().applied {
+            continue;
+        }
+        node.apply(registry, sequence, &message.payload);
+        node.applied(sequence, pending);
+    }
+    Err("the consumer ended".into())
+}
+
+/// Splits names into entries of at most [`BATCH_BYTES`].
+fn batches<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    for item in items {
+        let len = size(&item) + 16;
+        if bytes + len > BATCH_BYTES && !batch.is_empty() {
+            out.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+/// Every touch interval: passes on the refreshes taken here, and looks at the stream's length.
+async fn touch_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(node.config.touch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_info = Instant::now();
+    loop {
+        tick.tick().await;
+        let names: Vec<Arc<str>> = node.touched.lock().drain().collect();
+        for batch in batches(names, |name| name.len()) {
+            let op = node.next_op();
+            if let Err(error) = node.publish(op, None, &Body::Touch(batch.clone())).await {
+                node.note_error(&error);
+                // Passed on at the next tick instead.
+                node.touched.lock().extend(batch);
+            }
+        }
+        if last_info.elapsed() >= Duration::from_secs(1) {
+            last_info = Instant::now();
+            if let Ok(mut stream) = node.js.get_stream(&node.stream).await {
+                if let Ok(info) = stream.info().await {
+                    let last = info.state.last_sequence;
+                    let mut state = node.state.lock();
+                    state.last = state.last.max(last);
+                }
+            }
+        }
+    }
+}
+
+/// Proposes the expiry of registers past their deadline here, after the grace their owner
+/// gets (see `mod.rs`): two queues in time order, one per grace.
+async fn expire_loop(node: Arc<Node>, registry: Registry) {
+    let owner_grace = node.config.touch_interval * 2;
+    let takeover_grace = owner_grace + TAKEOVER;
+    let mut queues: [VecDeque<(Instant, Expiry)>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut queued: HashMap<Arc<str>, (Revision, u64)> = HashMap::new();
+    loop {
+        let next = queues.iter().filter_map(|q| q.front().map(|(at, _)| *at)).min();
+        tokio::select! {
+            () = node.due_signal.notified() => {}
+            () = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        let now = Instant::now();
+        for (name, revision) in std::mem::take(&mut *node.due.lock()) {
+            let Some((touched, owner)) = node.touches.get(&*name) else {
+                continue;
+            };
+            match queued.entry(Arc::clone(&name)) {
+                Slot::Occupied(slot) if *slot.get() == (revision, touched) => continue,
+                Slot::Occupied(mut slot) => {
+                    slot.insert((revision, touched));
+                }
+                Slot::Vacant(slot) => {
+                    slot.insert((revision, touched));
+                }
+            }
+            let (queue, grace) = if owner == node.id {
+                (0, owner_grace)
+            } else {
+                (1, takeover_grace)
+            };
+            queues[queue].push_back((
+                now + grace,
+                Expiry {
+                    name,
+                    revision,
+                    touched,
+                },
+            ));
+        }
+        let mut expiries = Vec::new();
+        for queue in &mut queues {
+            while queue.front().is_some_and(|(at, _)| *at <= now) {
+                let Some((_, expiry)) = queue.pop_front() else {
+                    break;
+                };
+                if queued.get(&expiry.name) == Some(&(expiry.revision, expiry.touched)) {
+                    queued.remove(&expiry.name);
+                }
+                // Still as it was, and still past its deadline here.
+                let current = node.touches.with(&*expiry.name, |t| t.0) == Some(expiry.touched)
+                    && registry.get(&expiry.name).map(|r| r.revision()) == Some(expiry.revision)
+                    && registry.expires_in(&expiry.name) == Some(Duration::ZERO);
+                if current {
+                    expiries.push(expiry);
+                }
+            }
+        }
+        for batch in batches(expiries, |e| e.name.len()) {
+            let op = node.next_op();
+            if let Err(error) = node.publish(op, None, &Body::Expire(batch)).await {
+                // The expiry pass offers them again.
+                node.note_error(&error);
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The cluster's log entries: what one JetStream message carries.
+//!
+//! Written with the field encoding of the durable log (`persist/record.rs`: integers `u64 LE`,
+//! strings `u32 LE length + bytes`, an absent optional string as length `u32::MAX`), so the two
+//! logs share one reader and one writer of fields. A message is:
+//!
+//! `node: u64 | op: u64 | identity? | request id? | type: u8 | fields…`
+//!
+//! where `node` is the proposing node's random id and `op` its counter (together the message's
+//! `Nats-Msg-Id`, so a retried publish is stored once), and the origin is who made the change.
+//!
+//! | type | entry | fields |
+//! | --- | --- | --- |
+//! | 32 | set | count, then per register: name, value, metadata?, ttl_ms |
+//! | 33 | delete | count, then names |
+//! | 34 | change requests | count, then per request: name, value |
+//! | 35 | take | count, then per request: name, request id |
+//! | 36 | touch (refreshes) | count, then names |
+//! | 37 | expire | count, then per register: name, revision, touch sequence |
+//!
+//! A reader that meets an unknown type refuses the entry (a newer node wrote it), never skips it.
+
+use crate::json::Json;
+use crate::persist::record::{put_str, put_u64, Bad, Fields};
+use crate::store::replica::{Proposal, SetWrite};
+use crate::store::{Origin, Revision};
+use crate::sync::Arc;
+
+const SET: u8 = 32;
+const DELETE: u8 = 33;
+const REQUESTS: u8 = 34;
+const TAKE: u8 = 35;
+const TOUCH: u8 = 36;
+const EXPIRE: u8 = 37;
+
+/// One register's expiry as proposed: it expires if it is still at `revision` and was last set
+/// or refreshed by the log entry at `touched`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    pub(crate) name: Arc<str>,
+    pub(crate) revision: Revision,
+    pub(crate) touched: u64,
+}
+
+/// What a log entry asks of every replica.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Body {
+    /// A write a node's client made.
+    Proposal(Proposal),
+    /// Registers refreshed (without a change) on the proposing node.
+    Touch(Vec<Arc<str>>),
+    /// Registers past their deadline on the proposing node.
+    Expire(Vec<Expiry>),
+}
+
+/// A decoded log entry.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) node: u64,
+    pub(crate) op: u64,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) body: Body,
+}
+
+fn put_count(out: &mut Vec<u8>, count: usize) {
+    put_u64(out, count as u64);
+}
+
+fn put_optional(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => put_str(out, text),
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+}
+
+/// Encodes an entry.
+pub(crate) fn encode(node: u64, op: u64, origin: Option<&Origin>, body: &Body) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    put_u64(&mut out, node);
+    put_u64(&mut out, op);
+    put_optional(&mut out, origin.map(Origin::identity));
+    put_optional(&mut out, origin.map(Origin::request_id));
+    match body {
+        Body::Proposal(Proposal::Set { writes }) => {
+            out.push(SET);
+            put_count(&mut out, writes.len());
+            for write in writes {
+                put_str(&mut out, &write.name);
+                put_str(&mut out, write.value.as_str());
+                put_optional(&mut out, write.metadata.as_ref().map(Json::as_str));
+                put_u64(&mut out, write.ttl_ms);
+            }
+        }
+        Body::Proposal(Proposal::Remove { names }) => {
+            out.push(DELETE);
+            put_count(&mut out, names.len());
+            for name in names {
+                put_str(&mut out, name);
+            }
+        }
+        Body::Proposal(Proposal::Requests { requests }) => {
+            out.push(REQUESTS);
+            put_count(&mut out, requests.len());
+            for (name, value) in requests {
+                put_str(&mut out, name);
+                put_str(&mut out, value.as_str());
+            }
+        }
+        Body::Proposal(Proposal::Take { requests }) => {
+            out.push(TAKE);
+            put_count(&mut out, requests.len());
+            for (name, id) in requests {
+                put_str(&mut out, name);
+                put_u64(&mut out, *id);
+            }
+        }
+        Body::Touch(names) => {
+            out.push(TOUCH);
+            put_count(&mut out, names.len());
+            for name in names {
+                put_str(&mut out, name);
+            }
+        }
+        Body::Expire(expiries) => {
+            out.push(EXPIRE);
+            put_count(&mut out, expiries.len());
+            for expiry in expiries {
+                put_str(&mut out, &expiry.name);
+                put_u64(&mut out, expiry.revision);
+                put_u64(&mut out, expiry.touched);
+            }
+        }
+    }
+    out
+}
+
+fn optional<'a>(fields: &mut Fields<'a>) -> Result<Option<&'a str>, Bad> {
+    let mut peek = Fields(fields.0);
+    if peek.len()? == u32::MAX {
+        fields.0 = peek.0;
+        return Ok(None);
+    }
+    fields.str().map(Some)
+}
+
+/// Reads a count, refusing one the rest of the entry cannot hold (each item takes at least
+/// `min_item` bytes), so a damaged count allocates nothing large.
+fn count(fields: &mut Fields<'_>, min_item: usize) -> Result<usize, Bad> {
+    let count = fields.u64()?;
+    let room = (fields.0.len() / min_item.max(1)) as u64;
+    if count > room {
+        return Err(Bad::Undecodable(format!("a count of {count} in {} bytes", fields.0.len())));
+    }
+    Ok(count as usize)
+}
+
+/// Decodes an entry.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, Bad> {
+    let mut f = Fields(bytes);
+    let node = f.u64()?;
+    let op = f.u64()?;
+    let identity = optional(&mut f)?;
+    let request_id = optional(&mut f)?;
+    let origin = match (identity, request_id) {
+        (None, None) => None,
+        (identity, request_id) => Some(Origin::new(
+            identity.unwrap_or(""),
+            request_id.unwrap_or(""),
+            None,
+        )),
+    };
+    let kind = f.take(1)?[0];
+    let body = match kind {
+        SET => {
+            let n = count(&mut f, 16)?;
+            let mut writes = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name: Arc<str> = Arc::from(f.str()?);
+                let value = f.json()?;
+                let metadata = match optional(&mut f)? {
+                    Some(text) => Some(
+                        Json::parse(text.as_bytes())
+                            .map_err(|e| Bad::Undecodable(format!("bad JSON: {e}")))?,
+                    ),
+                    None => None,
+                };
+                let ttl_ms = f.u64()?;
+                writes.push(SetWrite {
+                    name,
+                    value,
+                    metadata,
+                    ttl_ms,
+                });
+            }
+            Body::Proposal(Proposal::Set { writes })
+        }
+        DELETE | TOUCH => {
+            let n = count(&mut f, 4)?;
+            let mut names = Vec::with_capacity(n);
+            for _ in 0..n {
+                names.push(Arc::from(f.str()?));
+            }
+            if kind == DELETE {
+                Body::Proposal(Proposal::Remove { names })
+            } else {
+                Body::Touch(names)
+            }
+        }
+        REQUESTS => {
+            let n = count(&mut f, 8)?;
+            let mut requests = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name: Arc<str> = Arc::from(f.str()?);
+                requests.push((name, f.json()?));
+            }
+            Body::Proposal(Proposal::Requests { requests })
+        }
+        TAKE => {
+            let n = count(&mut f, 12)?;
+            let mut requests = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name: Arc<str> = Arc::from(f.str()?);
+                requests.push((name, f.u64()?));
+            }
+            Body::Proposal(Proposal::Take { requests })
+        }
+        EXPIRE => {
+            let n = count(&mut f, 20)?;
+            let mut expiries = Vec::with_capacity(n);
+            for _ in 0..n {
+                let name: Arc<str> = Arc::from(f.str()?);
+                let revision = f.u64()?;
+                let touched = f.u64()?;
+                expiries.push(Expiry {
+                    name,
+                    revision,
+                    touched,
+                });
+            }
+            Body::Expire(expiries)
+        }
+        other => return Err(Bad::Undecodable(format!("an entry of unknown type {other}"))),
+    };
+    f.end()?;
+    Ok(Entry {
+        node,
+        op,
+        origin,
+        body,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Json {
+        Json::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let origin = Origin::new("alice", "req-1", None);
+        let bodies = vec![
+            Body::Proposal(Proposal::Set {
+                writes: vec![
+                    SetWrite {
+                        name: Arc::from("a"),
+                        value: json(r#"{"x":1}"#),
+                        metadata: Some(json(r#"{"m":"n"}"#)),
+                        ttl_ms: 5000,
+                    },
+                    SetWrite {
+                        name: Arc::from("b"),
+                        value: json("2"),
+                        metadata: None,
+                        ttl_ms: 1,
+                    },
+                ],
+            }),
+            Body::Proposal(Proposal::Remove {
+                names: vec![Arc::from("a"), Arc::from("")],
+            }),
+            Body::Proposal(Proposal::Requests {
+                requests: vec![(Arc::from("lamp"), json("true"))],
+            }),
+            Body::Proposal(Proposal::Take {
+                requests: vec![(Arc::from("lamp"), 7)],
+            }),
+            Body::Touch(vec![Arc::from("a"), Arc::from("b")]),
+            Body::Expire(vec![Expiry {
+                name: Arc::from("a"),
+                revision: 3,
+                touched: 9,
+            }]),
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            let with = if i % 2 == 0 { Some(&origin) } else { None };
+            let bytes = encode(11, i as u64, with, &body);
+            let entry = decode(&bytes).unwrap();
+            assert_eq!(entry.node, 11);
+            assert_eq!(entry.op, i as u64);
+            assert_eq!(entry.origin.as_ref().map(Origin::identity), with.map(Origin::identity));
+            assert_eq!(entry.body, body);
+            // Every strict prefix is refused, never misread.
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut]).is_err(), "prefix {cut} of entry {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_count_is_refused_without_allocating() {
+        let mut bytes = encode(1, 1, None, &Body::Touch(Vec::new()));
+        let at = bytes.len() - 8;
+        bytes[at..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&bytes).is_err());
+        let mut unknown = encode(1, 1, None, &Body::Touch(Vec::new()));
+        let kind = unknown.len() - 9;
+        unknown[kind] = 99;
+        assert!(decode(&unknown).is_err());
+    }
+}
