@@ -64,10 +64,10 @@ pub use duration::{format_go_duration, parse_go_duration, DurationError};
 pub use json::{Json, JsonError};
 pub use store::{
     Change, ChangeRequest, Clock, Event, EventKind, FeedError, ManualClock, Origin, Register,
-    Registers, Registry, RegistryBuilder, Replay, ReplicaStatus, Revision, Selector, SetOutcome, Stats,
-    StoreError, Subscription, SystemClock, TakeRequests, Wait, WaitOutcome, DEFAULT_FEED_CAPACITY,
-    DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_PENDING_REQUESTS, DEFAULT_REMOVAL_HISTORY,
-    DEFAULT_REQUEST_MAX_AGE, DEFAULT_TTL,
+    Registers, Registry, RegistryBuilder, Replay, ReplicaStatus, Revision, Selector, SetOutcome,
+    Stats, StoreError, Subscription, SystemClock, TakeRequests, Wait, WaitOutcome, Write,
+    DEFAULT_FEED_CAPACITY, DEFAULT_MAX_NAME_LEN, DEFAULT_MAX_PENDING_REQUESTS,
+    DEFAULT_REMOVAL_HISTORY, DEFAULT_REQUEST_MAX_AGE, DEFAULT_TTL,
 };
 
 /// The README's examples, compiled and run as doctests.

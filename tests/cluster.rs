@@ -85,7 +85,11 @@ impl Nats {
         self.proc = Some(Proc(child));
         let deadline = Instant::now() + LIMIT;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server on {} did not start", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {} did not start",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -161,7 +165,11 @@ impl Cluster {
     }
 
     fn urls(&self) -> String {
-        self.nats.iter().map(Nats::url).collect::<Vec<_>>().join(",")
+        self.nats
+            .iter()
+            .map(Nats::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn_node(&self, i: usize) -> Node {
@@ -242,7 +250,10 @@ async fn read_at(addr: SocketAddr, names: &str, index: u64) -> Response {
         if response.index() >= index {
             return response;
         }
-        assert!(Instant::now() < deadline, "node at {addr} stuck below index {index}");
+        assert!(
+            Instant::now() < deadline,
+            "node at {addr} stuck below index {index}"
+        );
         // Parks until the replica moves past what it has.
         let _ = get(
             addr,
@@ -256,7 +267,11 @@ async fn read_at(addr: SocketAddr, names: &str, index: u64) -> Response {
 async fn parked(addr: SocketAddr, kind: &str, count: u64) {
     let metric = format!("reg_parked_{kind}_polls {count}");
     let deadline = Instant::now() + LIMIT;
-    while !get(addr, "/metrics?registers=false").await.text().contains(&metric) {
+    while !get(addr, "/metrics?registers=false")
+        .await
+        .text()
+        .contains(&metric)
+    {
         assert!(Instant::now() < deadline, "never {metric}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -292,7 +307,13 @@ async fn a_write_on_one_node_wakes_polls_on_the_others_and_indexes_hold_across_n
     // A poll parked on node 3 with node 2's index wakes for a write on node 1.
     let seen = get(b, "/consumer?name=door").await.index();
     let poll = tokio::spawn(async move {
-        request(c, "GET", &format!("/consumer?name=door&index={seen}&wait=8s"), None).await
+        request(
+            c,
+            "GET",
+            &format!("/consumer?name=door&index={seen}&wait=8s"),
+            None,
+        )
+        .await
     });
     // Parked on node 3 before the write (its index is current there: no change yet).
     parked(c, "consumer", 1).await;
@@ -305,9 +326,19 @@ async fn a_write_on_one_node_wakes_polls_on_the_others_and_indexes_hold_across_n
 
     // An index from a node ahead, used on another: the poll waits for the change it names
     // instead of answering stale state, and misses nothing after it.
-    write(b, r#"{"registers":{"door":{"value":"ajar","ttl":"1h"},"other":{"value":1}}}"#).await;
+    write(
+        b,
+        r#"{"registers":{"door":{"value":"ajar","ttl":"1h"},"other":{"value":1}}}"#,
+    )
+    .await;
     let ahead = index_of(b).await;
-    let read = request(c, "GET", &format!("/consumer?name=door&index={}&wait=8s", ahead - 1), None).await;
+    let read = request(
+        c,
+        "GET",
+        &format!("/consumer?name=door&index={}&wait=8s", ahead - 1),
+        None,
+    )
+    .await;
     assert_eq!(read.json()["registers"]["door"]["value"], "ajar");
     assert!(read.index() >= ahead);
 
@@ -317,7 +348,11 @@ async fn a_write_on_one_node_wakes_polls_on_the_others_and_indexes_hold_across_n
 
     // /metrics and /healthz say where each node stands.
     let metrics = get(c, "/metrics?registers=false").await;
-    assert!(metrics.text().contains("reg_cluster_ready 1"), "{}", metrics.text());
+    assert!(
+        metrics.text().contains("reg_cluster_ready 1"),
+        "{}",
+        metrics.text()
+    );
     let health = get(c, "/healthz").await.json();
     assert_eq!(health["cluster"]["name"], "test");
     assert_eq!(health["cluster"]["connected"], true);
@@ -356,11 +391,17 @@ async fn a_change_request_is_taken_once_by_providers_polling_different_nodes() {
                 delivered += 1;
             }
         }
-        assert_eq!(delivered, 1, "round {round}: the request reached {delivered} providers");
+        assert_eq!(
+            delivered, 1,
+            "round {round}: the request reached {delivered} providers"
+        );
     }
     // Nothing left pending anywhere.
     for i in 0..3 {
-        assert_eq!(get(cluster.addr(i), "/provider").await.text(), r#"{"registers":{}}"#);
+        assert_eq!(
+            get(cluster.addr(i), "/provider").await.text(),
+            r#"{"registers":{}}"#
+        );
     }
 }
 
@@ -368,15 +409,16 @@ async fn a_change_request_is_taken_once_by_providers_polling_different_nodes() {
 async fn a_killed_node_loses_nothing_and_its_providers_move_on() {
     let mut cluster = Cluster::start(3);
     cluster.all_healthy().await;
-    let urls = format!(
-        "http://{},http://{}",
-        cluster.addr(0),
-        cluster.addr(1)
-    );
+    let urls = format!("http://{},http://{}", cluster.addr(0), cluster.addr(1));
     // A provider on node 1, through the Rust client with a list of URLs.
     let client = reg::client::Client::remote(&urls).unwrap();
     let provider = client
-        .provide("sensor", reg::Json::from(21i64), None, Some(Duration::from_secs(2)))
+        .provide(
+            "sensor",
+            reg::Json::from(21i64),
+            None,
+            Some(Duration::from_secs(2)),
+        )
         .await
         .unwrap();
     let c = cluster.addr(2);
@@ -387,8 +429,19 @@ async fn a_killed_node_loses_nothing_and_its_providers_move_on() {
     // SIGKILL node 1: its provider moves to node 2 and keeps the register alive.
     cluster.nodes[0] = None;
     // Three TTLs: the register never changes or expires on node 3 meanwhile.
-    let quiet = request(c, "GET", &format!("/consumer?name=sensor&index={index}&wait=6s"), None).await;
-    assert_eq!(quiet.index(), index, "the register changed: {}", quiet.text());
+    let quiet = request(
+        c,
+        "GET",
+        &format!("/consumer?name=sensor&index={index}&wait=6s"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        quiet.index(),
+        index,
+        "the register changed: {}",
+        quiet.text()
+    );
     assert_eq!(quiet.json()["registers"]["sensor"]["value"], 21);
     provider.update(reg::Json::from(22i64)).await.unwrap();
     let moved = read_at(c, "name=sensor", index + 1).await;
@@ -409,10 +462,20 @@ async fn registers_expire_once_cluster_wide_when_nobody_refreshes_them() {
     let cluster = Cluster::start(2);
     cluster.all_healthy().await;
     let (a, b) = (cluster.addr(0), cluster.addr(1));
-    write(a, r#"{"registers":{"short":{"value":1,"ttl":"1s"},"long":{"value":2,"ttl":"1h"}}}"#).await;
+    write(
+        a,
+        r#"{"registers":{"short":{"value":1,"ttl":"1s"},"long":{"value":2,"ttl":"1h"}}}"#,
+    )
+    .await;
     let set = index_of(a).await;
     // Parked on node 2: wakes for the expiry, proposed by node 1 (its owner).
-    let expired = request(b, "GET", &format!("/consumer?name=short&index={set}&wait=8s"), None).await;
+    let expired = request(
+        b,
+        "GET",
+        &format!("/consumer?name=short&index={set}&wait=8s"),
+        None,
+    )
+    .await;
     assert_eq!(expired.json()["registers"], serde_json::json!({}));
     assert_eq!(expired.index(), set + 1, "one expiry, one revision");
     let both = read_at(a, "names=short,long", set + 1).await;
@@ -436,7 +499,12 @@ async fn writes_go_on_without_one_nats_server_and_stop_cleanly_without_a_quorum(
 
     cluster.nats[1].kill();
     // No quorum: the write is refused with a JSON error, and nothing changes.
-    let refused = put(a, "/provider", r#"{"registers":{"x":{"value":3,"ttl":"1h"}}}"#).await;
+    let refused = put(
+        a,
+        "/provider",
+        r#"{"registers":{"x":{"value":3,"ttl":"1h"}}}"#,
+    )
+    .await;
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(!refused.error().is_empty());
     // Reads go on from the replicas.
@@ -451,11 +519,20 @@ async fn writes_go_on_without_one_nats_server_and_stop_cleanly_without_a_quorum(
     cluster.nats[1].start();
     let deadline = Instant::now() + LIMIT;
     loop {
-        let response = put(a, "/provider", r#"{"registers":{"x":{"value":4,"ttl":"1h"}}}"#).await;
+        let response = put(
+            a,
+            "/provider",
+            r#"{"registers":{"x":{"value":4,"ttl":"1h"}}}"#,
+        )
+        .await;
         if response.status == 204 {
             break;
         }
-        assert!(Instant::now() < deadline, "writes never came back: {}", response.text());
+        assert!(
+            Instant::now() < deadline,
+            "writes never came back: {}",
+            response.text()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let four = index_of(a).await;
@@ -480,7 +557,11 @@ async fn a_restarted_node_catches_up_before_it_is_healthy_and_serves_the_same_st
     body.push_str("}}");
     write(a, &body).await;
     for i in 0..50 {
-        write(a, &format!(r#"{{"registers":{{"r{i}":{{"value":"changed","ttl":"1h"}}}}}}"#)).await;
+        write(
+            a,
+            &format!(r#"{{"registers":{{"r{i}":{{"value":"changed","ttl":"1h"}}}}}}"#),
+        )
+        .await;
     }
     let removed = request(a, "DELETE", "/provider?name=r199", None).await;
     assert_eq!(removed.status, 204);

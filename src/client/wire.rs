@@ -788,7 +788,10 @@ impl WireInner {
     /// Moves calls on to the next URL.
     fn fail_over(&self) {
         // Ordering: Relaxed: see `base`.
-        let at = self.current.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let at = self
+            .current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         tracing::info!(url = %self.bases[at % self.bases.len()].display(), "failing over to the next registry URL");
     }
 }

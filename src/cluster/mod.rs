@@ -124,7 +124,9 @@ impl ClusterConfig {
             )));
         }
         if self.touch_interval.is_zero() {
-            return Err(ClusterError::Config("the touch interval must be above zero".into()));
+            return Err(ClusterError::Config(
+                "the touch interval must be above zero".into(),
+            ));
         }
         Ok(())
     }

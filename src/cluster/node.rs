@@ -138,7 +138,10 @@ fn random_id() -> u64 {
 }
 
 /// Connects, makes sure the stream exists, makes `registry` a replica and starts the tasks.
-pub(crate) async fn start(registry: &Registry, config: ClusterConfig) -> Result<Cluster, ClusterError> {
+pub(crate) async fn start(
+    registry: &Registry,
+    config: ClusterConfig,
+) -> Result<Cluster, ClusterError> {
     let mut addrs = Vec::with_capacity(config.urls.len());
     for url in &config.urls {
         addrs.push(
@@ -368,14 +371,20 @@ impl Replicator for Node {
         self.waiting.lock().insert(op, tx);
         let body = Body::Proposal(proposal);
         let Some(node) = self.me.upgrade() else {
-            return Box::pin(async { Err(StoreError::Unavailable { reason: "the node has stopped".into() }) });
+            return Box::pin(async {
+                Err(StoreError::Unavailable {
+                    reason: "the node has stopped".into(),
+                })
+            });
         };
         Box::pin(async move {
             let unavailable = |reason: String| StoreError::Unavailable { reason };
             if let Err(error) = node.publish(op, origin.as_ref(), &body).await {
                 node.waiting.lock().remove(&op);
                 node.note_error(&error);
-                return Err(unavailable(format!("the cluster's log did not take the write: {error}")));
+                return Err(unavailable(format!(
+                    "the cluster's log did not take the write: {error}"
+                )));
             }
             match tokio::time::timeout(node.config.publish_timeout, rx).await {
                 Ok(Ok(applied)) => Ok(applied),
@@ -405,14 +414,14 @@ impl Replicator for Node {
 
     fn status(&self) -> ReplicaStatus {
         let state = self.state.lock();
-        let mut status = ReplicaStatus::default();
-        status.connected = self.client.connection_state() == async_nats::connection::State::Connected;
-        status.ready = state.ready;
-        status.applied = state.applied;
-        status.last = state.last.max(state.applied);
-        status.cluster = self.config.name.clone();
-        status.error = state.error.clone();
-        status
+        ReplicaStatus {
+            connected: self.client.connection_state() == async_nats::connection::State::Connected,
+            ready: state.ready,
+            applied: state.applied,
+            last: state.last.max(state.applied),
+            cluster: self.config.name.clone(),
+            error: state.error.clone(),
+        }
     }
 }
 
@@ -430,7 +439,11 @@ async fn apply_loop(node: Arc<Node>, registry: Registry) {
 }
 
 async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), String> {
-    let stream = node.js.get_stream(&node.stream).await.map_err(|e| e.to_string())?;
+    let stream = node
+        .js
+        .get_stream(&node.stream)
+        .await
+        .map_err(|e| e.to_string())?;
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
@@ -527,7 +540,10 @@ async fn expire_loop(node: Arc<Node>, registry: Registry) {
     let mut queues: [VecDeque<(Instant, Expiry)>; 2] = [VecDeque::new(), VecDeque::new()];
     let mut queued: HashMap<Arc<str>, (Revision, u64)> = HashMap::new();
     loop {
-        let next = queues.iter().filter_map(|q| q.front().map(|(at, _)| *at)).min();
+        let next = queues
+            .iter()
+            .filter_map(|q| q.front().map(|(at, _)| *at))
+            .min();
         tokio::select! {
             () = node.due_signal.notified() => {}
             () = async {

@@ -149,7 +149,10 @@ fn count(fields: &mut Fields<'_>, min_item: usize) -> Result<usize, Bad> {
     let count = fields.u64()?;
     let room = (fields.0.len() / min_item.max(1)) as u64;
     if count > room {
-        return Err(Bad::Undecodable(format!("a count of {count} in {} bytes", fields.0.len())));
+        return Err(Bad::Undecodable(format!(
+            "a count of {count} in {} bytes",
+            fields.0.len()
+        )));
     }
     Ok(count as usize)
 }
@@ -239,7 +242,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, Bad> {
             }
             Body::Expire(expiries)
         }
-        other => return Err(Bad::Undecodable(format!("an entry of unknown type {other}"))),
+        other => {
+            return Err(Bad::Undecodable(format!(
+                "an entry of unknown type {other}"
+            )))
+        }
     };
     f.end()?;
     Ok(Entry {
@@ -301,7 +308,10 @@ mod tests {
             let entry = decode(&bytes).unwrap();
             assert_eq!(entry.node, 11);
             assert_eq!(entry.op, i as u64);
-            assert_eq!(entry.origin.as_ref().map(Origin::identity), with.map(Origin::identity));
+            assert_eq!(
+                entry.origin.as_ref().map(Origin::identity),
+                with.map(Origin::identity)
+            );
             assert_eq!(entry.body, body);
             // Every strict prefix is refused, never misread.
             for cut in 0..bytes.len() {

@@ -80,13 +80,36 @@ fn cluster_health(cluster: &ReplicaStatus) -> Response<ResBody> {
 fn cluster_metrics(text: &mut String, cluster: &ReplicaStatus) {
     use std::fmt::Write as _;
     let gauges: [(&str, &str, u64); 5] = [
-        ("reg_cluster_connected", "1 while connected to the cluster's NATS servers", u64::from(cluster.connected)),
-        ("reg_cluster_ready", "1 once caught up with the cluster's log", u64::from(cluster.ready)),
-        ("reg_cluster_applied_sequence", "The stream sequence applied last", cluster.applied),
-        ("reg_cluster_last_sequence", "The last stream sequence known", cluster.last),
-        ("reg_cluster_lag", "Stream entries known but not applied yet", cluster.lag()),
+        (
+            "reg_cluster_connected",
+            "1 while connected to the cluster's NATS servers",
+            u64::from(cluster.connected),
+        ),
+        (
+            "reg_cluster_ready",
+            "1 once caught up with the cluster's log",
+            u64::from(cluster.ready),
+        ),
+        (
+            "reg_cluster_applied_sequence",
+            "The stream sequence applied last",
+            cluster.applied,
+        ),
+        (
+            "reg_cluster_last_sequence",
+            "The last stream sequence known",
+            cluster.last,
+        ),
+        (
+            "reg_cluster_lag",
+            "Stream entries known but not applied yet",
+            cluster.lag(),
+        ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
 }

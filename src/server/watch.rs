@@ -187,8 +187,10 @@ impl Feed {
                 if after > self.registry.revision() && self.registry.is_replica() {
                     let _ = tokio::time::timeout(REPLICA_CATCH_UP, async {
                         while after > self.registry.revision() {
-                            let outcome =
-                                self.registry.wait(&Selector::All, self.registry.revision()).await;
+                            let outcome = self
+                                .registry
+                                .wait(&Selector::All, self.registry.revision())
+                                .await;
                             if outcome == WaitOutcome::Shutdown {
                                 break;
                             }

@@ -181,7 +181,10 @@ impl Shared {
                 if let Some(replica) = self.replica.get() {
                     // A replica proposes the expiry to its cluster's log, which removes it on
                     // every replica (see `replica.rs`); until then it is looked at again.
-                    replica.due(timer.entry.name(), timer.entry.snapshot.peek(|r| r.revision));
+                    replica.due(
+                        timer.entry.name(),
+                        timer.entry.snapshot.peek(|r| r.revision),
+                    );
                     let again = now.saturating_add(RECHECK_MS);
                     state.wheel.insert(
                         again,

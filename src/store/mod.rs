@@ -47,7 +47,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use feed::{Event, EventKind, FeedError, Subscription};
 pub use origin::Origin;
 pub use register::{Register, Revision};
-pub use replica::ReplicaStatus;
+pub use replica::{ReplicaStatus, Write};
 pub use requests::{ChangeRequest, TakeRequests};
 #[cfg(feature = "persist")]
 pub(crate) use requests::{RequestLog, SavedRequest};

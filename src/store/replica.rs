@@ -23,6 +23,9 @@
 //!   to the replicator ([`Replicator::due`]) and looks at it again every [`RECHECK_MS`] until
 //!   the log removes it or a refresh moves its deadline.
 
+// Without the `cluster` feature nothing replicates: the proposals and the apply side are unused.
+#![cfg_attr(not(feature = "cluster"), allow(dead_code))]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -32,7 +35,7 @@ use crate::store::feed::EventKind;
 use crate::store::register::{Extend, Revision};
 use crate::store::requests::{PeekRequests, TakeFilter};
 use crate::store::{
-    normalize_metadata, ChangeRequest, Change, Origin, Registry, Selector, SetOutcome, Shared,
+    normalize_metadata, Change, ChangeRequest, Origin, Registry, Selector, SetOutcome, Shared,
     StoreError,
 };
 use crate::sync::{Arc, Ordering};
@@ -40,6 +43,10 @@ use crate::sync::{Arc, Ordering};
 /// How often a register past its deadline is handed to the replicator again while the log has
 /// not removed it (the first proposal was lost, or the log was unreachable), in clock ms.
 pub(crate) const RECHECK_MS: u64 = 1_000;
+
+/// One register's write for [`Registry::submit_sets`]: its name, value, metadata and TTL
+/// (`None`: the default), as [`Registry::set`] takes them.
+pub type Write = (Arc<str>, Json, Option<Json>, Option<Duration>);
 
 /// A boxed future, as the replicator returns them.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -80,7 +87,11 @@ pub(crate) enum Applied {
 pub(crate) trait Replicator: Send + Sync + std::fmt::Debug + 'static {
     /// Appends `proposal` to the log; resolves once this replica has applied it, with what it
     /// did — or with [`StoreError::Unavailable`] if the log did not take it.
-    fn propose(&self, proposal: Proposal, origin: Option<Origin>) -> BoxFuture<Result<Applied, StoreError>>;
+    fn propose(
+        &self,
+        proposal: Proposal,
+        origin: Option<Origin>,
+    ) -> BoxFuture<Result<Applied, StoreError>>;
 
     /// `name` was refreshed here without a change: pass it on to the other replicas.
     /// Called on the write path: buffer it, do not block.
@@ -186,7 +197,9 @@ impl Registry {
         let mut outcomes = self
             .submit_sets(origin, vec![(Arc::from(name), value, metadata, ttl)])
             .await?;
-        outcomes.pop().ok_or_else(|| unexpected(&Applied::Set(Vec::new())))
+        outcomes
+            .pop()
+            .ok_or_else(|| unexpected(&Applied::Set(Vec::new())))
     }
 
     /// [`submit_set`](Self::submit_set) of several registers at once (one proposal to a
@@ -195,13 +208,18 @@ impl Registry {
     pub async fn submit_sets(
         &self,
         origin: Option<&Origin>,
-        writes: Vec<(Arc<str>, Json, Option<Json>, Option<Duration>)>,
+        writes: Vec<Write>,
     ) -> Result<Vec<SetOutcome>, StoreError> {
         let shared = self.shared_ref();
         let mut checked = Vec::with_capacity(writes.len());
         for (name, value, metadata, ttl) in writes {
             shared.check_name(&name)?;
-            checked.push((name, value, normalize_metadata(metadata)?, shared.ttl_ms(ttl)));
+            checked.push((
+                name,
+                value,
+                normalize_metadata(metadata)?,
+                shared.ttl_ms(ttl),
+            ));
         }
         let Some(replica) = shared.replica.get() else {
             let mut outcomes = Vec::with_capacity(checked.len());
@@ -258,7 +276,11 @@ impl Registry {
             };
             let mut applied = applied.into_iter();
             for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
-                *slot = Some(applied.next().ok_or_else(|| unexpected(&Applied::Set(Vec::new())))??);
+                *slot = Some(
+                    applied
+                        .next()
+                        .ok_or_else(|| unexpected(&Applied::Set(Vec::new())))??,
+                );
             }
         }
         Ok(outcomes.into_iter().flatten().collect())
@@ -285,7 +307,10 @@ impl Registry {
             return Ok(removed);
         };
         let names: Vec<Arc<str>> = names.iter().map(|name| Arc::from(*name)).collect();
-        match replica.propose(Proposal::Remove { names }, origin.cloned()).await? {
+        match replica
+            .propose(Proposal::Remove { names }, origin.cloned())
+            .await?
+        {
             Applied::Removed(revision) => Ok(revision),
             other => Err(unexpected(&other)),
         }
@@ -305,13 +330,18 @@ impl Registry {
         let Some(replica) = shared.replica.get() else {
             shared.writable()?;
             shared.requests.request_many(
-                requests.iter().map(|(name, value)| (&**name, value.clone())),
+                requests
+                    .iter()
+                    .map(|(name, value)| (&**name, value.clone())),
                 shared.now_ms(),
                 origin,
             )?;
             return self.durable_all().await;
         };
-        match replica.propose(Proposal::Requests { requests }, origin.cloned()).await? {
+        match replica
+            .propose(Proposal::Requests { requests }, origin.cloned())
+            .await?
+        {
             Applied::Requested(result) => result,
             other => Err(unexpected(&other)),
         }
@@ -361,7 +391,10 @@ impl Registry {
             if seen.is_empty() {
                 return Vec::new();
             }
-            match replica.propose(Proposal::Take { requests: seen }, None).await {
+            match replica
+                .propose(Proposal::Take { requests: seen }, None)
+                .await
+            {
                 Ok(Applied::Taken(taken)) if !taken.is_empty() => return taken,
                 // Another replica's take came first: look again (what it took is gone here
                 // now, since this take applied after it).
@@ -392,7 +425,11 @@ impl Registry {
     }
 
     /// Applies a proposed removal of `names`: the latest revision, if any was there.
-    pub(crate) fn apply_remove(&self, origin: Option<&Origin>, names: &[Arc<str>]) -> Option<Revision> {
+    pub(crate) fn apply_remove(
+        &self,
+        origin: Option<&Origin>,
+        names: &[Arc<str>],
+    ) -> Option<Revision> {
         let shared = self.shared_ref();
         names
             .iter()
@@ -436,7 +473,9 @@ impl Registry {
     ) -> Result<(), StoreError> {
         let shared = self.shared_ref();
         shared.requests.request_many(
-            requests.iter().map(|(name, value)| (&**name, value.clone())),
+            requests
+                .iter()
+                .map(|(name, value)| (&**name, value.clone())),
             shared.now_ms(),
             origin,
         )

@@ -352,6 +352,7 @@ impl Requests {
 
     /// Takes `name`'s pending request if it is the one with `id` (a replica applying a take,
     /// see `replica.rs`): age is not looked at, so every replica decides alike.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn take_exact(&self, name: &str, id: u64) -> Option<ChangeRequest> {
         let (name, pending) = self.pending.remove_if(name, |_, p| p.id == id)?;
         // Ordering: Relaxed: see `request`.

@@ -109,7 +109,13 @@ pub(crate) struct ServeArgs {
     /// the cluster's log (one JetStream stream) keeps what a lost node had. Not with
     /// --data-dir: the stream is the cluster's durable log.
     #[cfg(feature = "cluster")]
-    #[arg(long, env = "REG_NATS", value_name = "URLS", value_delimiter = ',', conflicts_with = "data_dir")]
+    #[arg(
+        long,
+        env = "REG_NATS",
+        value_name = "URLS",
+        value_delimiter = ',',
+        conflicts_with = "data_dir"
+    )]
     nats: Vec<String>,
 
     /// With --nats: the cluster's name (nodes with one name share one registry; its stream is
