@@ -42,7 +42,12 @@ async fn wakes(writer: &WireClient, watcher: &WireClient, name: &str) -> Vec<Dur
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for i in 1..=WAKES {
-        let index = watcher.read(&ReadQuery::names([name])).await.unwrap().index;
+        let index = watcher
+            .read(&ReadQuery::names([name]))
+            .await
+            .unwrap()
+            .index
+            .unwrap_or(0);
         let watcher = watcher.clone();
         let poll_name = name.to_owned();
         let poll = tokio::spawn(async move {
@@ -54,7 +59,7 @@ async fn wakes(writer: &WireClient, watcher: &WireClient, name: &str) -> Vec<Dur
                 )
                 .await
                 .unwrap();
-            (Instant::now(), read.index)
+            (Instant::now(), read.index.unwrap_or(0))
         });
         // Let the poll park (it answers either way; a poll that was not parked yet would
         // only make the figure smaller, never larger).
@@ -120,8 +125,16 @@ async fn main() {
     println!("wake: write on one node -> poll answered ({WAKES} writes each)");
     println!("| | p50 | p99 |");
     println!("| --- | --- | --- |");
-    println!("| cluster, write on A, poll on B | {} | {} |", ms(percentile(&across, 0.5)), ms(percentile(&across, 0.99)));
-    println!("| one node, write and poll on it | {} | {} |", ms(percentile(&alone, 0.5)), ms(percentile(&alone, 0.99)));
+    println!(
+        "| cluster, write on A, poll on B | {} | {} |",
+        ms(percentile(&across, 0.5)),
+        ms(percentile(&across, 0.99))
+    );
+    println!(
+        "| one node, write and poll on it | {} | {} |",
+        ms(percentile(&alone, 0.5)),
+        ms(percentile(&alone, 0.99))
+    );
     println!(
         "| ratio | {:.1}x | {:.1}x |",
         percentile(&across, 0.5).as_secs_f64() / percentile(&alone, 0.5).as_secs_f64(),
