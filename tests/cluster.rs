@@ -283,6 +283,26 @@ async fn write(addr: SocketAddr, body: &str) -> Response {
     response
 }
 
+/// Writes `body` to `addr` until it is taken, while NATS elects a stream leader: every
+/// refusal before is a 503 with a JSON error.
+async fn write_through_election(addr: SocketAddr, body: &str) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let response = put(addr, "/provider", body).await;
+        if response.status == 204 {
+            return;
+        }
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert!(!response.error().is_empty());
+        assert!(
+            Instant::now() < deadline,
+            "writes never came back: {}",
+            response.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The index a node has after a write: read back from it (it applied the write before it
 /// answered).
 async fn index_of(addr: SocketAddr) -> u64 {
@@ -491,8 +511,10 @@ async fn writes_go_on_without_one_nats_server_and_stop_cleanly_without_a_quorum(
     let (a, b) = (cluster.addr(0), cluster.addr(1));
     write(a, r#"{"registers":{"x":{"value":1,"ttl":"1h"}}}"#).await;
 
+    // A NATS server killed: if it led the stream, writes are refused (503, nothing lost)
+    // until the other two elect a leader, then go on.
     cluster.nats[2].kill();
-    write(a, r#"{"registers":{"x":{"value":2,"ttl":"1h"}}}"#).await;
+    write_through_election(a, r#"{"registers":{"x":{"value":2,"ttl":"1h"}}}"#).await;
     let two = index_of(a).await;
     let read = read_at(b, "name=x", two).await;
     assert_eq!(read.json()["registers"]["x"]["value"], 2);
@@ -517,24 +539,7 @@ async fn writes_go_on_without_one_nats_server_and_stop_cleanly_without_a_quorum(
     // The quorum back: writes go on, and the refused write was not applied behind our back
     // unless the stream took it (then every node shows it alike).
     cluster.nats[1].start();
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let response = put(
-            a,
-            "/provider",
-            r#"{"registers":{"x":{"value":4,"ttl":"1h"}}}"#,
-        )
-        .await;
-        if response.status == 204 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "writes never came back: {}",
-            response.text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    write_through_election(a, r#"{"registers":{"x":{"value":4,"ttl":"1h"}}}"#).await;
     let four = index_of(a).await;
     let read = read_at(b, "name=x", four).await;
     assert_eq!(read.json()["registers"]["x"]["value"], 4);

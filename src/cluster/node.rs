@@ -35,9 +35,15 @@ use std::sync::{Arc, Weak};
 /// Most names in one touch or expire entry (JetStream's default message limit is 1 MiB).
 const BATCH_BYTES: usize = 256 << 10;
 
-/// How long the applier waits for the next entry before it checks that its consumer is not
-/// stuck behind the stream.
-const STALL_CHECK: Duration = Duration::from_secs(2);
+/// How often the applier checks that its consumer is not stuck behind the stream.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// How long a consumer behind the stream may go without delivering before it is made again
+/// (its server went away: async-nats would notice only after two 15 s heartbeats).
+const STALL_AFTER: Duration = Duration::from_secs(1);
+
+/// How often a node asks for the stream's last sequence (to know it is behind).
+const INFO_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a node keeps trying to reach JetStream when it joins (a NATS cluster that has
 /// just started elects its JetStream leader first).
@@ -218,6 +224,7 @@ pub(crate) async fn start(
     let tasks = vec![
         tokio::spawn(apply_loop(Arc::clone(&node), registry.clone())),
         tokio::spawn(touch_loop(Arc::clone(&node))),
+        tokio::spawn(info_loop(Arc::clone(&node))),
         tokio::spawn(expire_loop(Arc::clone(&node), registry.clone())),
     ];
     Ok(Cluster { node, tasks })
@@ -246,7 +253,10 @@ impl Node {
                     ack.await.map_err(|e| e.to_string())
                 };
                 match attempt.await {
-                    Ok(ack) => return ack.sequence,
+                    Ok(ack) => {
+                        self.seen(ack.sequence);
+                        return ack.sequence;
+                    }
                     Err(error) => {
                         tracing::debug!(%error, "publishing to the cluster's log; retrying");
                         last_error = error;
@@ -262,6 +272,12 @@ impl Node {
                 self.config.publish_timeout
             )),
         }
+    }
+
+    /// The stream holds at least `sequence` entries.
+    fn seen(&self, sequence: u64) {
+        let mut state = self.state.lock();
+        state.last = state.last.max(sequence);
     }
 
     fn next_op(&self) -> u64 {
@@ -454,23 +470,32 @@ async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stri
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut check = tokio::time::interval(STALL_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut progress = Instant::now();
     loop {
-        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-            Ok(Some(message)) => message.map_err(|e| e.to_string())?,
-            Ok(None) => break,
-            // Quiet: fine if there is nothing to read; a consumer that went quiet behind the
-            // stream (its server went away) is made again.
-            Err(_) => {
+        let message = tokio::select! {
+            message = messages.next() => match message {
+                Some(message) => message.map_err(|e| e.to_string())?,
+                None => break,
+            },
+            _ = check.tick() => {
+                // Quiet: fine if there is nothing to read; a consumer that went quiet behind
+                // the stream (its server went away) is made again.
                 let state = node.state.lock();
-                if state.last > state.applied {
+                if state.last > state.applied && progress.elapsed() >= STALL_AFTER {
                     return Err(format!(
                         "the consumer stalled at {} of {}",
                         state.applied, state.last
                     ));
                 }
+                if state.last <= state.applied {
+                    progress = Instant::now();
+                }
                 continue;
             }
         };
+        progress = Instant::now();
         let (sequence, pending) = {
             let info = message.info().map_err(|e| e.to_string())?;
             (info.stream_sequence, info.pending)
@@ -503,11 +528,10 @@ fn batches<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
     out
 }
 
-/// Every touch interval: passes on the refreshes taken here, and looks at the stream's length.
+/// Every touch interval: passes on the refreshes taken here.
 async fn touch_loop(node: Arc<Node>) {
     let mut tick = tokio::time::interval(node.config.touch_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_info = Instant::now();
     loop {
         tick.tick().await;
         let names: Vec<Arc<str>> = node.touched.lock().drain().collect();
@@ -519,15 +543,18 @@ async fn touch_loop(node: Arc<Node>) {
                 node.touched.lock().extend(batch);
             }
         }
-        if last_info.elapsed() >= Duration::from_secs(1) {
-            last_info = Instant::now();
-            if let Ok(mut stream) = node.js.get_stream(&node.stream).await {
-                if let Ok(info) = stream.info().await {
-                    let last = info.state.last_sequence;
-                    let mut state = node.state.lock();
-                    state.last = state.last.max(last);
-                }
-            }
+    }
+}
+
+/// Every second: the stream's last sequence, so that the applier knows when it is behind
+/// (on its own task: a publish that waits out an election must not hold it up).
+async fn info_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(INFO_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Ok(stream) = node.js.get_stream(&node.stream).await {
+            node.seen(stream.cached_info().state.last_sequence);
         }
     }
 }
