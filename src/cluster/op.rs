@@ -21,7 +21,7 @@
 //! A reader that meets an unknown type refuses the entry (a newer node wrote it), never skips it.
 
 use crate::json::Json;
-use crate::persist::record::{put_str, put_u64, Bad, Fields};
+use crate::persist::record::{put_optional_str, put_str, put_u64, Bad, Fields};
 use crate::store::replica::{Proposal, SetWrite};
 use crate::store::{Origin, Revision};
 use crate::sync::Arc;
@@ -66,20 +66,13 @@ fn put_count(out: &mut Vec<u8>, count: usize) {
     put_u64(out, count as u64);
 }
 
-fn put_optional(out: &mut Vec<u8>, text: Option<&str>) {
-    match text {
-        Some(text) => put_str(out, text),
-        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-    }
-}
-
 /// Encodes an entry.
 pub(crate) fn encode(node: u64, op: u64, origin: Option<&Origin>, body: &Body) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     put_u64(&mut out, node);
     put_u64(&mut out, op);
-    put_optional(&mut out, origin.map(Origin::identity));
-    put_optional(&mut out, origin.map(Origin::request_id));
+    put_optional_str(&mut out, origin.map(Origin::identity));
+    put_optional_str(&mut out, origin.map(Origin::request_id));
     match body {
         Body::Proposal(Proposal::Set { writes }) => {
             out.push(SET);
@@ -87,7 +80,7 @@ pub(crate) fn encode(node: u64, op: u64, origin: Option<&Origin>, body: &Body) -
             for write in writes {
                 put_str(&mut out, &write.name);
                 put_str(&mut out, write.value.as_str());
-                put_optional(&mut out, write.metadata.as_ref().map(Json::as_str));
+                put_optional_str(&mut out, write.metadata.as_ref().map(Json::as_str));
                 put_u64(&mut out, write.ttl_ms);
             }
         }
@@ -134,15 +127,6 @@ pub(crate) fn encode(node: u64, op: u64, origin: Option<&Origin>, body: &Body) -
     out
 }
 
-fn optional<'a>(fields: &mut Fields<'a>) -> Result<Option<&'a str>, Bad> {
-    let mut peek = Fields(fields.0);
-    if peek.len()? == u32::MAX {
-        fields.0 = peek.0;
-        return Ok(None);
-    }
-    fields.str().map(Some)
-}
-
 /// Reads a count, refusing one the rest of the entry cannot hold (each item takes at least
 /// `min_item` bytes), so a damaged count allocates nothing large.
 fn count(fields: &mut Fields<'_>, min_item: usize) -> Result<usize, Bad> {
@@ -162,8 +146,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, Bad> {
     let mut f = Fields(bytes);
     let node = f.u64()?;
     let op = f.u64()?;
-    let identity = optional(&mut f)?;
-    let request_id = optional(&mut f)?;
+    let identity = f.optional_str()?;
+    let request_id = f.optional_str()?;
     let origin = match (identity, request_id) {
         (None, None) => None,
         (identity, request_id) => Some(Origin::new(
@@ -180,13 +164,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, Bad> {
             for _ in 0..n {
                 let name: Arc<str> = Arc::from(f.str()?);
                 let value = f.json()?;
-                let metadata = match optional(&mut f)? {
-                    Some(text) => Some(
-                        Json::parse(text.as_bytes())
-                            .map_err(|e| Bad::Undecodable(format!("bad JSON: {e}")))?,
-                    ),
-                    None => None,
-                };
+                let metadata = f.optional_json()?;
                 let ttl_ms = f.u64()?;
                 writes.push(SetWrite {
                     name,

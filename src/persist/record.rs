@@ -121,6 +121,14 @@ pub(crate) fn put_str(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
+/// Appends an optional string: `None` as the length `u32::MAX`.
+pub(crate) fn put_optional_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => put_str(out, text),
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+}
+
 /// Appends a set record: `register` with its TTL and its deadline in wall ms.
 pub(crate) fn put_set(out: &mut Vec<u8>, register: &Register, ttl_ms: u64, deadline_wall_ms: u64) {
     frame(out, |out| {
@@ -131,10 +139,7 @@ pub(crate) fn put_set(out: &mut Vec<u8>, register: &Register, ttl_ms: u64, deadl
         put_u64(out, deadline_wall_ms);
         put_str(out, register.name());
         put_str(out, register.value().as_str());
-        match register.metadata() {
-            Some(metadata) => put_str(out, metadata.as_str()),
-            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-        }
+        put_optional_str(out, register.metadata().map(Json::as_str));
     });
 }
 
@@ -255,6 +260,10 @@ pub(crate) fn next_frame(bytes: &[u8]) -> Result<(&[u8], usize), Bad> {
     Ok((payload, FRAME_HEAD + len))
 }
 
+fn parse_json(text: &str) -> Result<Json, Bad> {
+    Json::parse(text.as_bytes()).map_err(|e| Bad::Undecodable(format!("bad JSON: {e}")))
+}
+
 /// Reads fields off a payload.
 pub(crate) struct Fields<'a>(pub(crate) &'a [u8]);
 
@@ -287,17 +296,21 @@ impl<'a> Fields<'a> {
     }
 
     pub(crate) fn json(&mut self) -> Result<Json, Bad> {
-        let text = self.str()?;
-        Json::parse(text.as_bytes()).map_err(|e| Bad::Undecodable(format!("bad JSON: {e}")))
+        parse_json(self.str()?)
     }
 
-    pub(crate) fn optional_json(&mut self) -> Result<Option<Json>, Bad> {
+    /// A string written by [`put_optional_str`].
+    pub(crate) fn optional_str(&mut self) -> Result<Option<&'a str>, Bad> {
         let mut peek = Fields(self.0);
         if peek.len()? == u32::MAX {
             self.0 = peek.0;
             return Ok(None);
         }
-        self.json().map(Some)
+        self.str().map(Some)
+    }
+
+    pub(crate) fn optional_json(&mut self) -> Result<Option<Json>, Bad> {
+        self.optional_str()?.map(parse_json).transpose()
     }
 
     pub(crate) fn end(&self) -> Result<(), Bad> {

@@ -46,19 +46,20 @@ pub(crate) async fn get(
     if let Some(wait) = query.wait {
         let current = registry.revision();
         match (&selector, query.index) {
-            // An index from the future comes from another server (or one that restarted and
-            // counts from 0 again): waiting for it would ignore changes until the counter
-            // caught up. The server cannot tell what the client saw, so it answers at once.
-            // A cluster's replica behind the node that gave the index waits: it will have it.
-            (Some(_), Some(index)) if index > current && !registry.is_replica() => {}
             (Some(selector), index) => {
+                let deadline = tokio::time::Instant::now() + wait;
                 let after = index.unwrap_or(current);
+                // An index this server has not made: a cluster's replica catches up to it; a
+                // server of its own never will (the index is another server's, or its own
+                // before a restart) and, unable to tell what the client saw, answers at once.
                 // Timing out is a normal end of a long poll: answer with the current values.
-                let _ = tokio::time::timeout(
-                    wait,
-                    wait_visible(registry, selector, after, visible.as_ref()),
-                )
-                .await;
+                if registry.reached(after, wait).await {
+                    let _ = tokio::time::timeout_at(
+                        deadline,
+                        wait_visible(registry, selector, after, visible.as_ref()),
+                    )
+                    .await;
+                }
             }
             (None, _) => {
                 let _ = tokio::time::timeout(wait, registry.closed()).await;

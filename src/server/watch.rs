@@ -62,7 +62,6 @@ use crate::server::routes::ResBody;
 use crate::server::Shared;
 use crate::store::{
     Event, EventKind, FeedError, Register, Registry, Replay, Revision, Selector, Subscription,
-    WaitOutcome,
 };
 
 /// How long a watch from an index a cluster's replica has not reached yet waits for it before
@@ -180,28 +179,13 @@ impl Feed {
     async fn run(mut self, from: Option<Revision>, keep_alive: Duration) {
         let ok = match from {
             Some(after) => {
-                // An index from the future comes from another server, or from this one before
-                // a restart: replay everything rather than skip what the client never saw.
-                // A cluster's replica behind the node that gave the index waits (a while) to
-                // catch up to it.
-                if after > self.registry.revision() && self.registry.is_replica() {
-                    let _ = tokio::time::timeout(REPLICA_CATCH_UP, async {
-                        while after > self.registry.revision() {
-                            let outcome = self
-                                .registry
-                                .wait(&Selector::All, self.registry.revision())
-                                .await;
-                            if outcome == WaitOutcome::Shutdown {
-                                break;
-                            }
-                        }
-                    })
-                    .await;
-                }
-                let after = if after > self.registry.revision() {
-                    0
-                } else {
+                // An index this server has not made: a cluster's replica waits (a while) to
+                // catch up to it; otherwise it is another server's, or this one's before a
+                // restart: replay everything rather than skip what the client never saw.
+                let after = if self.registry.reached(after, REPLICA_CATCH_UP).await {
                     after
+                } else {
+                    0
                 };
                 self.sent = after;
                 let replay = self.registry.replay(&self.selector, after);

@@ -846,6 +846,40 @@ impl Shared {
         }
     }
 
+    /// The write fast path: if `name` holds this value and metadata, only moves its deadline
+    /// to `ttl_ms` from now, lock-free (`with` borrows the entry under the shard's read lock:
+    /// no reference-count traffic on hot registers); its revision. On a replica a new TTL is
+    /// a change the log must carry, so only a write with the same TTL is refreshed here.
+    pub(crate) fn refresh_unchanged(
+        &self,
+        name: &str,
+        value: &Json,
+        metadata: &Option<Json>,
+        ttl_ms: u64,
+    ) -> Option<Revision> {
+        let replica = self.replica.get().is_some();
+        let deadline = self.now_ms().saturating_add(ttl_ms).min(MAX_DEADLINE);
+        self.registers
+            .with(name, |entry| {
+                if replica && entry.ttl_ms() != ttl_ms {
+                    return None;
+                }
+                let revision = entry
+                    .snapshot
+                    .peek(|r| r.same_content(value, metadata).then_some(r.revision))?;
+                match entry.extend(deadline) {
+                    Extend::Moved { previous } => {
+                        self.rescheduled(entry, previous, deadline);
+                        entry.set_ttl_ms(ttl_ms);
+                        Some(revision)
+                    }
+                    // Removed since we looked: the slow path re-creates it.
+                    Extend::Dead => None,
+                }
+            })
+            .flatten()
+    }
+
     fn set(
         &self,
         name: &str,
@@ -857,30 +891,13 @@ impl Shared {
         self.check_name(name)?;
         let metadata = normalize_metadata(metadata)?;
         let ttl_ms = self.ttl_ms(ttl);
-        let deadline = self.now_ms().saturating_add(ttl_ms).min(MAX_DEADLINE);
-
-        // Fast path: an unchanged write only moves the deadline, lock-free (`with` borrows the
-        // entry under the shard's read lock: no reference-count traffic on hot registers).
-        let refreshed = self.registers.with(name, |entry| {
-            let revision = entry
-                .snapshot
-                .peek(|r| r.same_content(&value, &metadata).then_some(r.revision))?;
-            match entry.extend(deadline) {
-                Extend::Moved { previous } => {
-                    self.rescheduled(entry, previous, deadline);
-                    entry.set_ttl_ms(ttl_ms);
-                    Some(revision)
-                }
-                // Removed since we looked: the slow path re-creates it.
-                Extend::Dead => None,
-            }
-        });
-        if let Some(Some(revision)) = refreshed {
+        if let Some(revision) = self.refresh_unchanged(name, &value, &metadata, ttl_ms) {
             return Ok(SetOutcome {
                 change: Change::Refreshed,
                 revision,
             });
         }
+        let deadline = self.now_ms().saturating_add(ttl_ms).min(MAX_DEADLINE);
 
         self.writable()?;
         let mut commit = self.begin().by(origin);

@@ -36,7 +36,7 @@ use crate::store::register::{Extend, Revision};
 use crate::store::requests::{PeekRequests, TakeFilter};
 use crate::store::{
     normalize_metadata, Change, ChangeRequest, Origin, Registry, Selector, SetOutcome, Shared,
-    StoreError,
+    StoreError, WaitOutcome,
 };
 use crate::sync::{Arc, Ordering};
 
@@ -178,6 +178,30 @@ impl Registry {
         self.shared_ref().replica.get().is_some()
     }
 
+    /// Waits, at most `limit`, until this registry has made revision `index`: whether it has.
+    /// A replica behind the node that gave the index catches up to it; a registry of its own
+    /// that has not made it never will (the index comes from another server, or from this one
+    /// before a restart) and answers `false` at once.
+    pub async fn reached(&self, index: Revision, limit: Duration) -> bool {
+        if index <= self.revision() {
+            return true;
+        }
+        if !self.is_replica() {
+            return false;
+        }
+        let caught_up = async {
+            while index > self.revision() {
+                if self.wait(&Selector::All, self.revision()).await == WaitOutcome::Shutdown {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(limit, caught_up)
+            .await
+            .unwrap_or(false)
+    }
+
     /// Where this registry stands in its cluster's log; `None` for a registry of its own.
     pub fn replica_status(&self) -> Option<ReplicaStatus> {
         self.shared_ref().replica.get().map(|r| r.status())
@@ -241,22 +265,13 @@ impl Registry {
         let mut outcomes: Vec<Option<SetOutcome>> = Vec::with_capacity(checked.len());
         let mut proposed = Vec::new();
         for (name, value, metadata, ttl_ms) in checked {
-            let unchanged = shared
-                .registers
-                .with(&*name, |entry| {
-                    entry.ttl_ms() == ttl_ms
-                        && entry.snapshot.peek(|r| r.same_content(&value, &metadata))
-                })
-                .unwrap_or(false);
-            if unchanged {
-                if let Some(revision) = shared.touch(&name) {
-                    replica.refreshed(&name);
-                    outcomes.push(Some(SetOutcome {
-                        change: Change::Refreshed,
-                        revision,
-                    }));
-                    continue;
-                }
+            if let Some(revision) = shared.refresh_unchanged(&name, &value, &metadata, ttl_ms) {
+                replica.refreshed(&name);
+                outcomes.push(Some(SetOutcome {
+                    change: Change::Refreshed,
+                    revision,
+                }));
+                continue;
             }
             outcomes.push(None);
             proposed.push(SetWrite {
@@ -494,5 +509,168 @@ impl Registry {
 fn unexpected(applied: &Applied) -> StoreError {
     StoreError::Unavailable {
         reason: format!("the cluster answered a write with {applied:?}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The replica path without a cluster: a log in memory that applies each proposal when
+    //! it is made, as a cluster node applies its own entries.
+
+    use std::sync::OnceLock;
+
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Loopback {
+        registry: OnceLock<Registry>,
+        proposals: Mutex<Vec<Proposal>>,
+        refreshed: Mutex<Vec<String>>,
+    }
+
+    impl Replicator for Loopback {
+        fn propose(
+            &self,
+            proposal: Proposal,
+            origin: Option<Origin>,
+        ) -> BoxFuture<Result<Applied, StoreError>> {
+            self.proposals.lock().push(proposal.clone());
+            let registry = self.registry.get().unwrap();
+            let applied = match proposal {
+                Proposal::Set { writes } => Applied::Set(
+                    writes
+                        .into_iter()
+                        .map(|w| {
+                            registry.apply_set(
+                                origin.as_ref(),
+                                &w.name,
+                                w.value,
+                                w.metadata,
+                                w.ttl_ms,
+                            )
+                        })
+                        .collect(),
+                ),
+                Proposal::Remove { names } => {
+                    Applied::Removed(registry.apply_remove(origin.as_ref(), &names))
+                }
+                Proposal::Requests { requests } => {
+                    Applied::Requested(registry.apply_requests(origin.as_ref(), &requests))
+                }
+                Proposal::Take { requests } => Applied::Taken(registry.apply_take(&requests)),
+            };
+            Box::pin(async move { Ok(applied) })
+        }
+
+        fn refreshed(&self, name: &str) {
+            self.refreshed.lock().push(name.to_owned());
+        }
+
+        fn due(&self, _name: Arc<str>, _revision: Revision) {}
+
+        fn status(&self) -> ReplicaStatus {
+            ReplicaStatus::default()
+        }
+    }
+
+    fn replica() -> (Registry, Arc<Loopback>) {
+        let registry = Registry::builder().manual_expiry().build();
+        let log = Arc::new(Loopback::default());
+        log.registry.set(registry.clone()).unwrap();
+        registry.attach_replicator(Arc::clone(&log) as Arc<dyn Replicator>);
+        (registry, log)
+    }
+
+    fn write(name: &str, value: i64, ttl_s: u64) -> Write {
+        (
+            Arc::from(name),
+            Json::from(value),
+            None,
+            Some(Duration::from_secs(ttl_s)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_replica_refreshes_unchanged_writes_here_and_proposes_the_rest() {
+        let (registry, log) = replica();
+        let created = registry
+            .submit_sets(None, vec![write("a", 1, 10)])
+            .await
+            .unwrap();
+        assert_eq!(created[0].change, Change::Created);
+        assert_eq!(log.proposals.lock().len(), 1);
+
+        // Same content, same TTL: refreshed here, passed on, nothing proposed.
+        let again = registry
+            .submit_sets(None, vec![write("a", 1, 10), write("b", 2, 10)])
+            .await
+            .unwrap();
+        assert_eq!(again[0].change, Change::Refreshed);
+        assert_eq!(again[0].revision, created[0].revision);
+        assert_eq!(again[1].change, Change::Created);
+        assert_eq!(*log.refreshed.lock(), vec!["a".to_owned()]);
+        let proposals = log.proposals.lock().clone();
+        assert_eq!(proposals.len(), 2);
+        assert!(
+            matches!(&proposals[1], Proposal::Set { writes } if writes.len() == 1 && &*writes[0].name == "b")
+        );
+
+        // A new TTL is a change the log carries, with no new revision.
+        registry
+            .submit_sets(None, vec![write("a", 1, 20)])
+            .await
+            .unwrap();
+        assert_eq!(log.proposals.lock().len(), 3);
+        assert!(registry.expires_in("a").unwrap() > Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn a_replica_refuses_writes_that_go_around_its_log() {
+        let (registry, log) = replica();
+        assert!(matches!(
+            registry.set("a", Json::from(1i64), None, None),
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            registry.request("a", Json::from(1i64)),
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(log.proposals.lock().is_empty());
+        assert_eq!(registry.revision(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_index_a_replica_has_not_made_is_waited_for_and_one_of_its_own_is_not() {
+        let own = Registry::new();
+        own.set("a", Json::from(1i64), None, None).unwrap();
+        assert!(own.reached(1, Duration::from_secs(3600)).await);
+        // Another server's index (or this one's before a restart): at once, no waiting.
+        let asked = tokio::time::Instant::now();
+        assert!(!own.reached(5, Duration::from_secs(3600)).await);
+        assert_eq!(asked.elapsed(), Duration::ZERO);
+
+        let (replica, _log) = replica();
+        let waiting = {
+            let replica = replica.clone();
+            tokio::spawn(async move { replica.reached(2, Duration::from_secs(60)).await })
+        };
+        replica
+            .submit_sets(None, vec![write("a", 1, 10)])
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "answered before the replica made 2");
+        replica
+            .submit_sets(None, vec![write("a", 2, 10)])
+            .await
+            .unwrap();
+        assert!(waiting.await.unwrap());
+        // Never made within the limit: false once it has passed.
+        let asked = tokio::time::Instant::now();
+        assert!(!replica.reached(9, Duration::from_secs(5)).await);
+        assert_eq!(asked.elapsed(), Duration::from_secs(5));
     }
 }
