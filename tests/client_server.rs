@@ -254,6 +254,29 @@ async fn the_watch_stream_follows_and_replays_changes() {
 }
 
 #[tokio::test]
+async fn a_url_list_moves_on_from_a_node_that_cannot_be_reached() {
+    let dead: SocketAddr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    let registry = Registry::new();
+    let (server, live) = serve(registry.clone()).await;
+    let wire = WireClient::new(&format!("http://{dead},{live}")).unwrap();
+
+    // The first node refuses the connection: the call goes on to the next, and so do later
+    // calls, the watch stream's included.
+    wire.set(&[RegisterWrite::new("temp", json("21"))])
+        .await
+        .unwrap();
+    assert_eq!(registry.get("temp").unwrap().value(), &json("21"));
+    let mut stream = wire.watch(&["temp"], None).await.unwrap();
+    registry.set("temp", json("22"), None, None).unwrap();
+    let event = within(stream.next()).await.unwrap().unwrap();
+    assert_eq!(event.value, Some(json("22")));
+    drop(server);
+}
+
+#[tokio::test]
 async fn connect_timeout_and_transport_errors_are_told_apart() {
     // Nothing listens on a port we just freed.
     let free: SocketAddr = {

@@ -588,23 +588,12 @@ impl WireClient {
         request
             .headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let timeout = self.inner.timeout;
-        let response = tokio::time::timeout(timeout, self.inner.http.request(request))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
-            .map_err(|error| {
-                let error = self.send_error(error);
-                if error.is_connect() && self.inner.bases.len() > 1 {
-                    // The caller's reconnect goes to the next node.
-                    self.inner.fail_over();
-                }
-                error
-            })?;
+        // The caller's reconnect after a connect error goes to the next node.
+        let deadline = Deadline::after(self.inner.timeout);
+        let response = deadline.within(self.send(request)).await?;
         if response.status() != StatusCode::OK {
             let (parts, incoming) = response.into_parts();
-            let body = tokio::time::timeout(timeout, collect(incoming))
-                .await
-                .map_err(|_| ClientError::Timeout(timeout))??;
+            let body = deadline.within(collect(incoming)).await?;
             return Err(status_error(parts.status, &body));
         }
         Ok(WatchStream::new(response.into_body()))
@@ -694,10 +683,8 @@ impl WireClient {
                 .exchange_once(method.clone(), path, query, body.clone(), wait)
                 .await;
             match result {
-                Err(error) if error.is_connect() && tries > 1 => {
-                    tries -= 1;
-                    self.inner.fail_over();
-                }
+                // `send` moved later calls on to the next URL.
+                Err(error) if error.is_connect() && tries > 1 => tries -= 1,
                 other => return other,
             }
         }
@@ -716,20 +703,26 @@ impl WireClient {
             Some(wait) => wait.min(MAX_WAIT) + POLL_GRACE,
             None => self.inner.timeout,
         };
-        let exchange = async {
-            let response = self
-                .inner
-                .http
-                .request(request)
-                .await
-                .map_err(|error| self.send_error(error))?;
-            let (parts, incoming) = response.into_parts();
-            let body = collect(incoming).await?;
-            Ok(Response::from_parts(parts, body))
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+        let deadline = Deadline::after(timeout);
+        let response = deadline.within(self.send(request)).await?;
+        let (parts, incoming) = response.into_parts();
+        let body = deadline.within(collect(incoming)).await?;
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Sends a request and waits for the answer's head. A node that cannot be reached has
+    /// seen nothing of the request: with more than one URL, later calls go to the next.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, ClientError> {
+        self.inner.http.request(request).await.map_err(|error| {
+            let error = self.send_error(error);
+            if error.is_connect() && self.inner.bases.len() > 1 {
+                self.inner.fail_over();
+            }
+            error
+        })
     }
 
     fn send_error(&self, error: hyper_util::client::legacy::Error) -> ClientError {
@@ -745,6 +738,31 @@ impl WireClient {
                 source: Box::new(error),
             }
         }
+    }
+}
+
+/// A call's time limit: everything the call waits for ends by the same instant.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: tokio::time::Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        Deadline {
+            at: tokio::time::Instant::now() + limit,
+            limit,
+        }
+    }
+
+    async fn within<T>(
+        self,
+        work: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout_at(self.at, work)
+            .await
+            .map_err(|_| ClientError::Timeout(self.limit))?
     }
 }
 
