@@ -104,6 +104,8 @@ struct Cluster {
     nats: Vec<Nats>,
     nodes: Vec<Option<Node>>,
     name: String,
+    /// More `reg serve` arguments for every node.
+    extra: Vec<String>,
 }
 
 struct Node {
@@ -114,6 +116,11 @@ struct Node {
 impl Cluster {
     /// Three clustered nats-servers with JetStream, and `nodes` reg nodes on them.
     fn start(nodes: usize) -> Cluster {
+        Cluster::start_with(nodes, &[])
+    }
+
+    /// [`start`](Self::start), with more `reg serve` arguments for every node.
+    fn start_with(nodes: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -156,6 +163,7 @@ impl Cluster {
             nats,
             nodes: Vec::new(),
             name: "test".into(),
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
         };
         for i in 0..nodes {
             let node = cluster.spawn_node(i);
@@ -186,6 +194,7 @@ impl Cluster {
                 "--log-level",
                 "info,async_nats=warn",
             ])
+            .args(&self.extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -578,4 +587,73 @@ async fn a_restarted_node_catches_up_before_it_is_healthy_and_serves_the_same_st
     let state = get(cluster.addr(1), "/consumer").await;
     assert_eq!(state.index(), expected.index());
     assert_eq!(state.json(), expected.json());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_starts_from_a_snapshot_once_the_stream_is_trimmed() {
+    let mut cluster = Cluster::start_with(2, &["--cluster-snapshot-every", "20"]);
+    cluster.all_healthy().await;
+    let a = cluster.addr(0);
+    cluster.nodes[1] = None;
+    for i in 0..70 {
+        write(
+            a,
+            &format!(r#"{{"registers":{{"r{i}":{{"value":{i},"ttl":"1h"}},"meta":{{"value":{i},"metadata":{{"at":{i}}},"ttl":"1h"}}}}}}"#),
+        )
+        .await;
+    }
+    let removed = request(a, "DELETE", "/provider?name=r3", None).await;
+    assert_eq!(removed.status, 204);
+    let asked = put(a, "/consumer", r#"{"registers":{"lamp":{"value":"on"}}}"#).await;
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    // Two snapshots stored: the entries before the first are gone from the stream.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let health = get(a, "/healthz").await.json();
+        if health["cluster"]["snapshot"].as_u64().unwrap_or(0) >= 40 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second snapshot: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let nats = async_nats::connect(cluster.nats[0].url()).await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    let first = loop {
+        let mut stream = async_nats::jetstream::new(nats.clone())
+            .get_stream("REG_test")
+            .await
+            .unwrap();
+        let first = stream.info().await.unwrap().state.first_sequence;
+        if first > 1 {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "the stream was never trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expected = get(a, "/consumer").await;
+
+    // A node that starts now cannot replay from the first entry: it loads the snapshot.
+    let restarted = cluster.spawn_node(1);
+    cluster.nodes[1] = Some(restarted);
+    cluster.healthy(1).await;
+    let b = cluster.addr(1);
+    let state = get(b, "/consumer").await;
+    assert_eq!(state.index(), expected.index(), "trimmed to {first}");
+    assert_eq!(state.json(), expected.json());
+    let health = get(b, "/healthz").await.json();
+    assert!(
+        health["cluster"]["snapshot"].as_u64().unwrap() >= 20,
+        "{health}"
+    );
+
+    // It goes on in step: the pending request is taken on it once, cluster-wide (request ids
+    // came back with the snapshot), and its writes reach the other node at the same index.
+    let taken = get(b, "/provider?name=lamp").await;
+    assert_eq!(taken.json()["registers"]["lamp"]["value"], "on");
+    assert_eq!(get(a, "/provider").await.text(), r#"{"registers":{}}"#);
+    write(b, r#"{"registers":{"after":{"value":1,"ttl":"1h"}}}"#).await;
+    let index = index_of(b).await;
+    let there = read_at(a, "name=after", index).await;
+    assert_eq!(there.index(), index);
+    assert_eq!(there.json()["registers"]["after"]["value"], 1);
 }

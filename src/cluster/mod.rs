@@ -37,11 +37,15 @@
 //!   and at most `2 × touch_interval` + the log's latency later on the node that refreshed it
 //!   last ([`TAKEOVER`] more if that node is gone).
 //! * Change requests older than the age limit are dropped by each node on its own clock.
-//! * A restarting node replays the whole stream (no snapshots yet): its start takes as long
-//!   as the stream is long.
+//! * **Snapshots** (`snapshot.rs`): every [`ClusterConfig::snapshot_every`] entries one node
+//!   stores the state in the stream and trims the entries before the previous snapshot; a
+//!   starting node loads the newest snapshot and replays the entries after it. A node that
+//!   falls further behind than a snapshot interval stops applying, says so (`/healthz`), and
+//!   must be restarted.
 
 mod node;
 pub(crate) mod op;
+mod snapshot;
 
 use std::time::Duration;
 
@@ -68,6 +72,8 @@ pub struct ClusterConfig {
     pub touch_interval: Duration,
     /// How long a write waits for JetStream to confirm it before it is answered 503.
     pub publish_timeout: Duration,
+    /// Log entries between snapshots (0: none; the stream then keeps every entry).
+    pub snapshot_every: u64,
 }
 
 impl ClusterConfig {
@@ -81,7 +87,14 @@ impl ClusterConfig {
             replicas,
             touch_interval: Duration::from_millis(250),
             publish_timeout: Duration::from_secs(5),
+            snapshot_every: 10_000,
         }
+    }
+
+    /// Sets how many log entries go by between snapshots (0: none).
+    pub fn snapshot_every(mut self, entries: u64) -> Self {
+        self.snapshot_every = entries;
+        self
     }
 
     /// Sets the stream's replica count.

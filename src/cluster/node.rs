@@ -25,11 +25,12 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cluster::op::{self, Body, Expiry};
+use crate::cluster::op::{self, Body, Expiry, SnapshotHead};
+use crate::cluster::snapshot::{self, Touches};
 use crate::cluster::{ClusterConfig, ClusterError, TAKEOVER};
 use crate::store::replica::{Applied, BoxFuture, Proposal, Replicator};
 use crate::store::{Origin, Registry, ReplicaStatus, Revision, StoreError};
-use crate::sync::{AtomicU64, Map, Ordering};
+use crate::sync::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 /// Most names in one touch or expire entry (JetStream's default message limit is 1 MiB).
@@ -57,7 +58,10 @@ pub(crate) struct Node {
     config: ClusterConfig,
     client: async_nats::Client,
     js: jetstream::Context,
+    /// The log's subject, and the snapshots' (`snapshot.rs`).
     subject: String,
+    snap_data: String,
+    snap_head: String,
     stream: String,
     next_op: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
@@ -68,7 +72,7 @@ pub(crate) struct Node {
     due_signal: Notify,
     /// Each live register's last set-or-touch entry and the node that proposed it. The
     /// applier's alone (see the invariants).
-    touches: Map<Arc<str>, (u64, u64)>,
+    touches: Touches,
     state: Mutex<State>,
 }
 
@@ -76,10 +80,19 @@ pub(crate) struct Node {
 struct State {
     applied: u64,
     last: u64,
-    /// The stream's last sequence when this node joined: ready once applied.
+    /// The stream's last log entry when this node joined: ready once applied.
     joined_at: u64,
     ready: bool,
     error: Option<String>,
+    /// The entry the newest snapshot in the log holds the state after.
+    snapshot_at: u64,
+    /// The entry that claimed the next snapshot for the node that proposed it (log state:
+    /// the same on every replica; see `snapshot.rs`).
+    claim: Option<(u64, u64)>,
+    /// This node is storing a snapshot.
+    writing: bool,
+    /// This node fell behind the trimmed stream and stopped applying.
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -113,6 +126,17 @@ impl Cluster {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Resolves if this node stops applying the log: it fell behind what the stream still
+    /// holds (see [`ReplicaStatus::stopped`]) and must be restarted.
+    pub async fn stopped(&self) {
+        loop {
+            if self.node.state.lock().stopped {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -167,16 +191,18 @@ pub(crate) async fn start(
         .build(client.clone());
     let stream_name = format!("REG_{}", config.name);
     let subject = format!("reg.{}.log", config.name);
+    let snap_data = format!("reg.{}.snap.data", config.name);
+    let snap_head = format!("reg.{}.snap.head", config.name);
     let stream_config = stream::Config {
         name: stream_name.clone(),
-        subjects: vec![subject.clone()],
+        subjects: vec![subject.clone(), snap_data.clone(), snap_head.clone()],
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
     let deadline = Instant::now() + JOIN_TIMEOUT;
-    let mut stream = loop {
+    let stream = loop {
         match js.get_or_create_stream(stream_config.clone()).await {
             Ok(stream) => break stream,
             Err(error) if Instant::now() < deadline => {
@@ -191,7 +217,24 @@ pub(crate) async fn start(
             }
         }
     };
-    let joined_at = stream.info().await.map_err(nats)?.state.last_sequence;
+    // The newest snapshot first (retried: a newer one may trim the chunks of the one being
+    // read), then the entries after it.
+    let touches = Touches::new();
+    let loaded = loop {
+        match load_snapshot(&stream, &snap_head, registry, &touches).await {
+            Ok(at) => break at,
+            Err(error) if Instant::now() < deadline => {
+                tracing::warn!(%error, "loading the cluster's snapshot; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => {
+                return Err(ClusterError::Nats(format!(
+                    "cannot load the snapshot of {stream_name}: {error}"
+                )))
+            }
+        }
+    };
+    let joined_at = last_sequence(&stream, &subject).await.map_err(nats)?;
     let node = Arc::new_cyclic(|me| Node {
         me: me.clone(),
         id: random_id(),
@@ -199,17 +242,21 @@ pub(crate) async fn start(
         client,
         js,
         subject,
+        snap_data,
+        snap_head,
         stream: stream_name,
         next_op: AtomicU64::new(0),
         waiting: Mutex::new(HashMap::new()),
         touched: Mutex::new(HashSet::new()),
         due: Mutex::new(Vec::new()),
         due_signal: Notify::new(),
-        touches: Map::new(),
+        touches,
         state: Mutex::new(State {
             joined_at,
-            ready: joined_at == 0,
-            last: joined_at,
+            ready: joined_at <= loaded,
+            applied: loaded,
+            last: joined_at.max(loaded),
+            snapshot_at: loaded,
             ..State::default()
         }),
     });
@@ -219,6 +266,7 @@ pub(crate) async fn start(
         node = format_args!("{:016x}", node.id),
         stream = %node.stream,
         entries = joined_at,
+        snapshot = loaded,
         "joined the cluster; catching up"
     );
     let tasks = vec![
@@ -235,6 +283,19 @@ impl Node {
     async fn publish(&self, op: u64, origin: Option<&Origin>, body: &Body) -> Result<u64, String> {
         let bytes = bytes::Bytes::from(op::encode(self.id, op, origin, body));
         let id = format!("{:016x}-{op}", self.id);
+        let sequence = self.publish_to(&self.subject, &id, bytes).await?;
+        self.seen(sequence);
+        Ok(sequence)
+    }
+
+    /// Publishes `bytes` on `subject` under the message id `id` and waits for JetStream to
+    /// store it: its sequence.
+    async fn publish_to(
+        &self,
+        subject: &str,
+        id: &str,
+        bytes: bytes::Bytes,
+    ) -> Result<u64, String> {
         // Retried until JetStream confirms or the time is up: the message id makes a retry of
         // a publish that was stored (its answer lost with a server) a duplicate JetStream
         // drops, so a write is never stored twice.
@@ -243,22 +304,19 @@ impl Node {
             loop {
                 let message = PublishMessage::build()
                     .payload(bytes.clone())
-                    .message_id(id.as_str());
+                    .message_id(id);
                 let attempt = async {
                     let ack = self
                         .js
-                        .send_publish(self.subject.clone(), message)
+                        .send_publish(subject.to_owned(), message)
                         .await
                         .map_err(|e| e.to_string())?;
                     ack.await.map_err(|e| e.to_string())
                 };
                 match attempt.await {
-                    Ok(ack) => {
-                        self.seen(ack.sequence);
-                        return ack.sequence;
-                    }
+                    Ok(ack) => return ack.sequence,
                     Err(error) => {
-                        tracing::debug!(%error, "publishing to the cluster's log; retrying");
+                        tracing::debug!(%error, "publishing to the cluster's stream; retrying");
                         last_error = error;
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -289,16 +347,17 @@ impl Node {
         self.state.lock().error = Some(error.to_owned());
     }
 
-    /// Applies the entry at `sequence` (see the invariants).
-    fn apply(&self, registry: &Registry, sequence: u64, payload: &[u8]) {
+    /// Applies the entry at `sequence` (see the invariants); the node that proposed it.
+    fn apply(&self, registry: &Registry, sequence: u64, payload: &[u8]) -> Option<u64> {
         let entry = match op::decode(payload) {
             Ok(entry) => entry,
             Err(error) => {
                 // Every node skips it alike; it changes nothing.
                 tracing::error!(sequence, %error, "a cluster log entry that does not decode; skipped");
-                return;
+                return None;
             }
         };
+        let proposer = entry.node;
         let origin = entry.origin.as_ref();
         let applied = match entry.body {
             Body::Proposal(Proposal::Set { writes }) => {
@@ -340,7 +399,15 @@ impl Node {
                         self.touches.insert(name, (sequence, entry.node));
                     }
                 }
-                return;
+                return Some(proposer);
+            }
+            Body::Snapshot(head) => {
+                let mut state = self.state.lock();
+                if head.at > state.snapshot_at {
+                    state.snapshot_at = head.at;
+                    state.claim = None;
+                }
+                return Some(proposer);
             }
             Body::Expire(expiries) => {
                 for Expiry {
@@ -354,7 +421,7 @@ impl Node {
                         self.touches.remove(&*name);
                     }
                 }
-                return;
+                return Some(proposer);
             }
         };
         if entry.node == self.id {
@@ -362,6 +429,91 @@ impl Node {
                 let _gone = waiter.send(applied);
             }
         }
+        Some(proposer)
+    }
+
+    /// After entry `sequence`, proposed by `proposer`, applied: claims the next snapshot if it
+    /// is due (see `snapshot.rs`), and takes and stores it if the claim is this node's.
+    fn snapshot_if_due(&self, registry: &Registry, sequence: u64, proposer: u64) {
+        let every = self.config.snapshot_every;
+        if every == 0 {
+            return;
+        }
+        let previous = {
+            let mut state = self.state.lock();
+            if sequence < state.snapshot_at.saturating_add(every) {
+                return;
+            }
+            let stale = state
+                .claim
+                .is_none_or(|(at, _)| sequence >= at.saturating_add(every));
+            if !stale {
+                return;
+            }
+            state.claim = Some((sequence, proposer));
+            if proposer != self.id || state.writing {
+                return;
+            }
+            state.writing = true;
+            state.snapshot_at
+        };
+        let Some(node) = self.me.upgrade() else {
+            return;
+        };
+        let bytes = snapshot::encode(registry, sequence, &self.touches);
+        tokio::spawn(async move {
+            match node.store_snapshot(bytes, sequence, previous).await {
+                Ok(size) => tracing::info!(at = sequence, bytes = size, "cluster snapshot stored"),
+                Err(error) => {
+                    tracing::warn!(at = sequence, %error, "storing a cluster snapshot failed");
+                    node.note_error(&error);
+                }
+            }
+            node.state.lock().writing = false;
+        });
+    }
+
+    /// Stores the snapshot after entry `at` in chunks, then its head, then trims the stream
+    /// before the `previous` snapshot. Returns its size.
+    async fn store_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        at: u64,
+        previous: u64,
+    ) -> Result<usize, String> {
+        let prefix = format!("{:016x}-snap-{at}", self.id);
+        let mut chunks = Vec::with_capacity(bytes.len() / snapshot::CHUNK + 1);
+        for (i, chunk) in bytes.chunks(snapshot::CHUNK).enumerate() {
+            let chunk = bytes::Bytes::copy_from_slice(chunk);
+            chunks.push(
+                self.publish_to(&self.snap_data, &format!("{prefix}-{i}"), chunk)
+                    .await?,
+            );
+        }
+        let head = Body::Snapshot(SnapshotHead {
+            at,
+            len: bytes.len() as u64,
+            crc: snapshot::checksum(&bytes),
+            chunks,
+        });
+        let op = self.next_op();
+        let entry = bytes::Bytes::from(op::encode(self.id, op, None, &head));
+        self.publish_to(&self.snap_head, &format!("{prefix}-head"), entry)
+            .await?;
+        self.publish(op, None, &head).await?;
+        if previous > 0 {
+            let stream = self
+                .js
+                .get_stream(&self.stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .purge()
+                .sequence(previous + 1)
+                .await
+                .map_err(|e| format!("trimming the stream before entry {previous}: {e}"))?;
+        }
+        Ok(bytes.len())
     }
 
     fn applied(&self, sequence: u64, pending: u64) {
@@ -437,6 +589,8 @@ impl Replicator for Node {
             last: state.last.max(state.applied),
             cluster: self.config.name.clone(),
             error: state.error.clone(),
+            snapshot: state.snapshot_at,
+            stopped: state.stopped,
         }
     }
 }
@@ -446,25 +600,61 @@ impl Replicator for Node {
 async fn apply_loop(node: Arc<Node>, registry: Registry) {
     loop {
         let start = node.state.lock().applied + 1;
-        if let Err(error) = follow(&node, &registry, start).await {
-            tracing::warn!(%error, "following the cluster's log; retrying");
-            node.note_error(&error);
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        match follow(&node, &registry, start).await {
+            Err(Stop::Retry(error)) => {
+                tracing::warn!(%error, "following the cluster's log; retrying");
+                node.note_error(&error);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(Stop::Behind(error)) => {
+                tracing::error!(%error, "this node cannot catch up with the cluster's log; restart it");
+                let mut state = node.state.lock();
+                state.stopped = true;
+                state.ready = false;
+                state.error = Some(error);
+                return;
+            }
+            Ok(()) => {}
         }
     }
 }
 
-async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), String> {
+/// Why following the log stopped.
+enum Stop {
+    /// Try again (from the first entry not applied).
+    Retry(String),
+    /// The entries this node needs next were trimmed: it cannot go on.
+    Behind(String),
+}
+
+impl From<String> for Stop {
+    fn from(error: String) -> Self {
+        Stop::Retry(error)
+    }
+}
+
+async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stop> {
     let stream = node
         .js
         .get_stream(&node.stream)
         .await
         .map_err(|e| e.to_string())?;
+    // Trimmed only before a snapshot's entry: a first sequence past the next entry this node
+    // needs means that entry (a log entry) is gone.
+    let first = stream.cached_info().state.first_sequence;
+    if first > start {
+        return Err(Stop::Behind(format!(
+            "the stream was trimmed to entry {first} while this node had applied {} (more \
+             than a snapshot interval behind); restart it to load the newest snapshot",
+            start - 1
+        )));
+    }
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
+            filter_subject: node.subject.clone(),
             ..Default::default()
         })
         .await
@@ -484,10 +674,10 @@ async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stri
                 // the stream (its server went away) is made again.
                 let state = node.state.lock();
                 if state.last > state.applied && progress.elapsed() >= STALL_AFTER {
-                    return Err(format!(
+                    return Err(Stop::Retry(format!(
                         "the consumer stalled at {} of {}",
                         state.applied, state.last
-                    ));
+                    )));
                 }
                 if state.last <= state.applied {
                     progress = Instant::now();
@@ -503,10 +693,13 @@ async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stri
         if sequence <= node.state.lock().applied {
             continue;
         }
-        node.apply(registry, sequence, &message.payload);
+        let proposer = node.apply(registry, sequence, &message.payload);
         node.applied(sequence, pending);
+        if let Some(proposer) = proposer {
+            node.snapshot_if_due(registry, sequence, proposer);
+        }
     }
-    Err("the consumer ended".into())
+    Err(Stop::Retry("the consumer ended".into()))
 }
 
 /// Splits names into entries of at most [`BATCH_BYTES`].
@@ -546,6 +739,41 @@ async fn touch_loop(node: Arc<Node>) {
     }
 }
 
+/// The sequence of the last message on `subject` in `stream` (0: none).
+async fn last_sequence(stream: &stream::Stream, subject: &str) -> Result<u64, String> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(message.sequence),
+        Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Loads the newest snapshot in `stream` (its head is the last message on `head_subject`)
+/// into `registry` and `touches`: the entry it holds the state after (0: none).
+async fn load_snapshot(
+    stream: &stream::Stream,
+    head_subject: &str,
+    registry: &Registry,
+    touches: &Touches,
+) -> Result<u64, String> {
+    let message = match stream.get_last_raw_message_by_subject(head_subject).await {
+        Ok(message) => message,
+        Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(0)
+        }
+        Err(error) => return Err(error.to_string()),
+    };
+    let head = match op::decode(&message.payload).map(|entry| entry.body) {
+        Ok(Body::Snapshot(head)) => head,
+        Ok(_) => return Err("a snapshot head that is not one".into()),
+        Err(error) => return Err(format!("a snapshot head that does not decode: {error}")),
+    };
+    let bytes = snapshot::fetch(stream, &head).await?;
+    let at = snapshot::restore(registry, touches, &bytes)?;
+    tracing::info!(at, bytes = bytes.len(), "loaded the cluster's snapshot");
+    Ok(at)
+}
+
 /// Every second: the stream's last sequence, so that the applier knows when it is behind
 /// (on its own task: a publish that waits out an election must not hold it up).
 async fn info_loop(node: Arc<Node>) {
@@ -554,7 +782,9 @@ async fn info_loop(node: Arc<Node>) {
     loop {
         tick.tick().await;
         if let Ok(stream) = node.js.get_stream(&node.stream).await {
-            node.seen(stream.cached_info().state.last_sequence);
+            if let Ok(last) = last_sequence(&stream, &node.subject).await {
+                node.seen(last);
+            }
         }
     }
 }

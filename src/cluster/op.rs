@@ -17,6 +17,7 @@
 //! | 35 | take | count, then per request: name, request id |
 //! | 36 | touch (refreshes) | count, then names |
 //! | 37 | expire | count, then per register: name, revision, touch sequence |
+//! | 38 | snapshot | at (the entry it holds the state after), length, crc32c, count, then chunk sequences |
 //!
 //! A reader that meets an unknown type refuses the entry (a newer node wrote it), never skips it.
 
@@ -32,6 +33,19 @@ const REQUESTS: u8 = 34;
 const TAKE: u8 = 35;
 const TOUCH: u8 = 36;
 const EXPIRE: u8 = 37;
+const SNAPSHOT: u8 = 38;
+
+/// A snapshot of the replicas' state after the log entry at `at`, stored in the stream as
+/// chunks (`snapshot.rs`): where to find it and how to check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SnapshotHead {
+    pub(crate) at: u64,
+    /// Its length in bytes and their crc32c.
+    pub(crate) len: u64,
+    pub(crate) crc: u32,
+    /// The stream sequences of its chunks, in order.
+    pub(crate) chunks: Vec<u64>,
+}
 
 /// One register's expiry as proposed: it expires if it is still at `revision` and was last set
 /// or refreshed by the log entry at `touched`.
@@ -51,6 +65,8 @@ pub(crate) enum Body {
     Touch(Vec<Arc<str>>),
     /// Registers past their deadline on the proposing node.
     Expire(Vec<Expiry>),
+    /// A snapshot was stored: the log before it can go.
+    Snapshot(SnapshotHead),
 }
 
 /// A decoded log entry.
@@ -121,6 +137,16 @@ pub(crate) fn encode(node: u64, op: u64, origin: Option<&Origin>, body: &Body) -
                 put_str(&mut out, &expiry.name);
                 put_u64(&mut out, expiry.revision);
                 put_u64(&mut out, expiry.touched);
+            }
+        }
+        Body::Snapshot(head) => {
+            out.push(SNAPSHOT);
+            put_u64(&mut out, head.at);
+            put_u64(&mut out, head.len);
+            put_u64(&mut out, u64::from(head.crc));
+            put_count(&mut out, head.chunks.len());
+            for chunk in &head.chunks {
+                put_u64(&mut out, *chunk);
             }
         }
     }
@@ -220,6 +246,23 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Entry, Bad> {
             }
             Body::Expire(expiries)
         }
+        SNAPSHOT => {
+            let at = f.u64()?;
+            let len = f.u64()?;
+            let crc = u32::try_from(f.u64()?)
+                .map_err(|_| Bad::Undecodable("a crc32c above 32 bits".into()))?;
+            let n = count(&mut f, 8)?;
+            let mut chunks = Vec::with_capacity(n);
+            for _ in 0..n {
+                chunks.push(f.u64()?);
+            }
+            Body::Snapshot(SnapshotHead {
+                at,
+                len,
+                crc,
+                chunks,
+            })
+        }
         other => {
             return Err(Bad::Undecodable(format!(
                 "an entry of unknown type {other}"
@@ -279,6 +322,12 @@ mod tests {
                 revision: 3,
                 touched: 9,
             }]),
+            Body::Snapshot(SnapshotHead {
+                at: 40,
+                len: 1 << 20,
+                crc: 0xdead_beef,
+                chunks: vec![41, 45, 46],
+            }),
         ];
         for (i, body) in bodies.into_iter().enumerate() {
             let with = if i % 2 == 0 { Some(&origin) } else { None };

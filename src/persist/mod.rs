@@ -42,10 +42,10 @@
 //! whole TTL to refresh in before its registers expire, as etcd extends leases after a leader
 //! change. A provider that died while the server was down is expired one TTL later.
 
-mod crc;
+pub(crate) mod crc;
 mod files;
 pub(crate) mod record;
-mod snapshot;
+pub(crate) mod snapshot;
 mod writer;
 
 use std::collections::HashMap;
@@ -459,31 +459,86 @@ fn apply(restore: &mut Restore<'_>, record: Record, grace: Option<Duration>) {
     }
 }
 
-/// Restores a snapshot: it must begin with its begin record and end with its end record,
-/// undamaged (it was renamed into place whole); with `repair`, what precedes damage is kept.
-fn load_snapshot(replay: &mut Replay<'_>, path: &Path, repair: bool) -> Result<(), PersistError> {
-    let mut began = false;
-    let mut ended = false;
-    let mut counts = (0u64, 0u64, 0u64);
-    let scanned = read_frames(path, SNAPSHOT_MAGIC, |record, _| {
-        match &record {
-            Record::SnapshotBegin { .. } => began = true,
+/// Follows a snapshot's records: between its begin record and an end record whose counts
+/// match what came before it.
+#[derive(Debug, Default)]
+struct Whole {
+    began: bool,
+    ended: bool,
+    /// Registers, removals and requests seen.
+    counts: (u64, u64, u64),
+}
+
+impl Whole {
+    /// Notes `record`; whether it is part of the snapshot's state.
+    fn take(&mut self, record: &Record) -> bool {
+        match record {
+            Record::SnapshotBegin { .. } => self.began = true,
             Record::SnapshotEnd {
                 registers,
                 removals,
                 requests,
-            } => {
-                ended = counts == (*registers, *removals, *requests);
-            }
-            Record::Set { .. } => counts.0 += 1,
-            Record::Removed { .. } => counts.1 += 1,
-            Record::Request { .. } => counts.2 += 1,
+            } => self.ended = self.counts == (*registers, *removals, *requests),
+            Record::Set { .. } => self.counts.0 += 1,
+            Record::Removed { .. } => self.counts.1 += 1,
+            Record::Request { .. } => self.counts.2 += 1,
             Record::Taken { .. } => {}
         }
-        if began && !ended {
+        self.began && !self.ended
+    }
+}
+
+#[cfg(feature = "cluster")]
+/// Restores a snapshot held in memory (a cluster's, written by [`snapshot::write`]) into
+/// `registry`, which has served no one: whole, or not at all (it is checked first). Request
+/// ids go on after `request_ids_through` at least. Returns the revision restored.
+pub(crate) fn restore_bytes(
+    registry: &Registry,
+    bytes: &[u8],
+    request_ids_through: u64,
+) -> Result<Revision, String> {
+    let frames = |each: &mut dyn FnMut(Record)| -> Result<(), String> {
+        let mut rest = bytes
+            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .ok_or("not a reg snapshot of this format version")?;
+        while !rest.is_empty() {
+            let (payload, len) = record::next_frame(rest).map_err(|bad| bad.to_string())?;
+            each(record::decode(payload).map_err(|bad| bad.to_string())?);
+            rest = &rest[len..];
+        }
+        Ok(())
+    };
+    let mut whole = Whole::default();
+    frames(&mut |record| {
+        whole.take(&record);
+    })?;
+    if !(whole.began && whole.ended) {
+        return Err(
+            "the snapshot is incomplete (no begin record, or its end record's counts do not match)"
+                .into(),
+        );
+    }
+    let mut replay = Replay::new(registry.restore(), None);
+    let mut whole = Whole::default();
+    frames(&mut |record| {
+        if whole.take(&record) {
             replay.apply(record);
         }
     })?;
+    replay.last_id = replay.last_id.max(request_ids_through);
+    Ok(replay.finish())
+}
+
+/// Restores a snapshot: it must begin with its begin record and end with its end record,
+/// undamaged (it was renamed into place whole); with `repair`, what precedes damage is kept.
+fn load_snapshot(replay: &mut Replay<'_>, path: &Path, repair: bool) -> Result<(), PersistError> {
+    let mut whole = Whole::default();
+    let scanned = read_frames(path, SNAPSHOT_MAGIC, |record, _| {
+        if whole.take(&record) {
+            replay.apply(record);
+        }
+    })?;
+    let (began, ended) = (whole.began, whole.ended);
     let damage = match scanned.damage {
         Some(damage) => Some(damage),
         None if !(began && ended) => Some(Damage {

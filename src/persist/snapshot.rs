@@ -34,6 +34,63 @@ use crate::sync::Arc;
 /// Bytes encoded before they are written out.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// Writes the registry's state, as a snapshot named for `revision`, to `out` (a file, or a
+/// cluster's snapshot in memory): the magic, then sealed frames. Returns the bytes written.
+pub(crate) fn write(
+    shared: &Shared,
+    revision: Revision,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
+    let (horizon, removals) = shared.saved_history();
+    let registers = shared.saved_registers();
+    let requests = shared.saved_requests();
+    let wall = shared.wall_ms();
+    out.write_all(super::record::SNAPSHOT_MAGIC)?;
+    let mut size = 8u64;
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK * 2);
+    let mut flush = |chunk: &mut Vec<u8>, out: &mut dyn Write| {
+        seal(chunk);
+        size += chunk.len() as u64;
+        let written = out.write_all(chunk);
+        chunk.clear();
+        written
+    };
+    put_snapshot_begin(&mut chunk, revision, wall, horizon);
+    for (name, removed, kind) in &removals {
+        put_removed(&mut chunk, name, *removed, *kind);
+        if chunk.len() >= WRITE_CHUNK {
+            flush(&mut chunk, out)?;
+        }
+    }
+    for (register, ttl_ms, deadline) in &registers {
+        put_set(&mut chunk, register, *ttl_ms, *deadline);
+        if chunk.len() >= WRITE_CHUNK {
+            flush(&mut chunk, out)?;
+        }
+    }
+    for saved in &requests {
+        put_request(
+            &mut chunk,
+            &saved.name,
+            saved.id,
+            &saved.value,
+            saved.at_wall_ms,
+            saved.origin.as_ref(),
+        );
+        if chunk.len() >= WRITE_CHUNK {
+            flush(&mut chunk, out)?;
+        }
+    }
+    put_snapshot_end(
+        &mut chunk,
+        registers.len() as u64,
+        removals.len() as u64,
+        requests.len() as u64,
+    );
+    flush(&mut chunk, out)?;
+    Ok(size)
+}
+
 /// Starts the snapshot thread: it takes a snapshot whenever the writer says one is due.
 pub(crate) fn spawn(
     shared: Weak<Shared>,
@@ -72,58 +129,11 @@ pub(crate) fn take(shared: &Shared, dir: &Path, revision: Revision) -> Result<u6
     let name = snapshot_name(revision);
     let tmp = dir.join(format!("{name}.tmp"));
     let io = |source| PersistError::io(&tmp, source);
-    let (horizon, removals) = shared.saved_history();
-    let registers = shared.saved_registers();
-    let requests = shared.saved_requests();
-    let wall = shared.wall_ms();
     let mut file = BufWriter::new(File::create(&tmp).map_err(io)?);
-    file.write_all(super::record::SNAPSHOT_MAGIC).map_err(io)?;
-    let mut size = 8u64;
-    let mut chunk = Vec::with_capacity(WRITE_CHUNK * 2);
-    let mut flush = |chunk: &mut Vec<u8>, file: &mut BufWriter<File>| {
-        seal(chunk);
-        size += chunk.len() as u64;
-        let written = file.write_all(chunk);
-        chunk.clear();
-        written
-    };
-    put_snapshot_begin(&mut chunk, revision, wall, horizon);
-    for (name, removed, kind) in &removals {
-        put_removed(&mut chunk, name, *removed, *kind);
-        if chunk.len() >= WRITE_CHUNK {
-            flush(&mut chunk, &mut file).map_err(io)?;
-        }
-    }
-    for (register, ttl_ms, deadline) in &registers {
-        put_set(&mut chunk, register, *ttl_ms, *deadline);
-        if chunk.len() >= WRITE_CHUNK {
-            flush(&mut chunk, &mut file).map_err(io)?;
-        }
-    }
-    for saved in &requests {
-        put_request(
-            &mut chunk,
-            &saved.name,
-            saved.id,
-            &saved.value,
-            saved.at_wall_ms,
-            saved.origin.as_ref(),
-        );
-        if chunk.len() >= WRITE_CHUNK {
-            flush(&mut chunk, &mut file).map_err(io)?;
-        }
-    }
-    put_snapshot_end(
-        &mut chunk,
-        registers.len() as u64,
-        removals.len() as u64,
-        requests.len() as u64,
-    );
-    flush(&mut chunk, &mut file).map_err(io)?;
+    let size = write(shared, revision, &mut file).map_err(io)?;
     let file = file.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
-    drop(registers);
     let path = dir.join(&name);
     std::fs::rename(&tmp, &path).map_err(|e| PersistError::io(&path, e))?;
     sync_dir(dir)?;

@@ -56,10 +56,11 @@ pub(crate) fn handle(
 /// connected to it; 503 (with where it stands) before and otherwise, so a load balancer sends
 /// it nothing it would answer from a stale replica.
 fn cluster_health(cluster: &ReplicaStatus) -> Response<ResBody> {
-    let (code, status) = match (cluster.ready, cluster.connected) {
-        (true, true) => (StatusCode::OK, "ok"),
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "catching up"),
-        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "disconnected"),
+    let (code, status) = match (cluster.stopped, cluster.ready, cluster.connected) {
+        (true, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        (false, true, true) => (StatusCode::OK, "ok"),
+        (false, false, _) => (StatusCode::SERVICE_UNAVAILABLE, "catching up"),
+        (false, true, false) => (StatusCode::SERVICE_UNAVAILABLE, "disconnected"),
     };
     let body = serde_json::json!({
         "status": status,
@@ -70,6 +71,7 @@ fn cluster_health(cluster: &ReplicaStatus) -> Response<ResBody> {
             "applied": cluster.applied,
             "last": cluster.last,
             "lag": cluster.lag(),
+            "snapshot": cluster.snapshot,
             "error": cluster.error,
         },
     });
@@ -79,7 +81,7 @@ fn cluster_health(cluster: &ReplicaStatus) -> Response<ResBody> {
 /// The cluster's gauges, appended to `/metrics`.
 fn cluster_metrics(text: &mut String, cluster: &ReplicaStatus) {
     use std::fmt::Write as _;
-    let gauges: [(&str, &str, u64); 5] = [
+    let gauges: [(&str, &str, u64); 6] = [
         (
             "reg_cluster_connected",
             "1 while connected to the cluster's NATS servers",
@@ -104,6 +106,11 @@ fn cluster_metrics(text: &mut String, cluster: &ReplicaStatus) {
             "reg_cluster_lag",
             "Stream entries known but not applied yet",
             cluster.lag(),
+        ),
+        (
+            "reg_cluster_snapshot_sequence",
+            "The stream sequence the newest snapshot holds the state after (0: none)",
+            cluster.snapshot,
         ),
     ];
     for (name, help, value) in gauges {

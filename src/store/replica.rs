@@ -122,6 +122,11 @@ pub struct ReplicaStatus {
     pub cluster: String,
     /// The last error talking to the log, if any since the last success.
     pub error: Option<String>,
+    /// The log position the newest snapshot holds the state after (0: none).
+    pub snapshot: u64,
+    /// The replica stopped applying: it fell behind what the log still holds and must be
+    /// restarted (`error` says more).
+    pub stopped: bool,
 }
 
 impl ReplicaStatus {

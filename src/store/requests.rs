@@ -162,6 +162,15 @@ impl Requests {
         self.seq.fetch_max(id, Ordering::Relaxed);
     }
 
+    /// The latest request id handed out: a cluster's snapshot keeps it, so a replica restored
+    /// from it numbers the requests after it as every other replica does.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn last_id(&self) -> u64 {
+        // Ordering: Acquire pairs with the AcqRel increment; the applier (the only writer on
+        // a replica) is the caller anyway.
+        self.seq.load(Ordering::Acquire)
+    }
+
     /// Every pending request, for a snapshot.
     #[cfg(feature = "persist")]
     pub(crate) fn saved(&self) -> Vec<SavedRequest> {

@@ -136,6 +136,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "REG_CLUSTER_TOUCH", default_value = "250ms", value_parser = parse_duration)]
     cluster_touch: Duration,
 
+    /// With --nats: log entries between snapshots of the cluster's state (0: none). A node
+    /// starts from the newest snapshot; the stream keeps the entries since the one before.
+    #[cfg(feature = "cluster")]
+    #[arg(long, env = "REG_CLUSTER_SNAPSHOT_EVERY", default_value_t = 10_000)]
+    cluster_snapshot_every: u64,
+
     /// Persist registers and revisions in this directory (created if missing; one server per
     /// directory). Without it, reg keeps everything in memory and a restart loses it.
     #[arg(long, env = "REG_DATA_DIR", value_name = "DIR")]
@@ -347,20 +353,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     #[cfg(feature = "cluster")]
-    let _cluster = if args.nats.is_empty() {
+    let cluster = if args.nats.is_empty() {
         None
     } else {
         let mut config = reg::cluster::ClusterConfig::new(args.nats.clone(), &args.cluster_name)
-            .touch_interval(args.cluster_touch);
+            .touch_interval(args.cluster_touch)
+            .snapshot_every(args.cluster_snapshot_every);
         if let Some(replicas) = args.cluster_replicas {
             config = config.replicas(replicas);
         }
         // Serves at once; `/healthz` answers 503 until the node has caught up.
-        Some(
+        Some(std::sync::Arc::new(
             reg::cluster::join(&registry, config)
                 .await
                 .context("cannot join the cluster")?,
-        )
+        ))
     };
     let config = ServerConfig {
         max_body_bytes: args.max_body_bytes,
@@ -450,6 +457,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::process::exit(1);
     });
 
+    // A node that can no longer follow the cluster's log stops serving, so its supervisor
+    // restarts it (from the newest snapshot).
+    #[cfg(feature = "cluster")]
+    let behind = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &cluster {
+        let (cluster, behind, handle) = (
+            std::sync::Arc::clone(cluster),
+            std::sync::Arc::clone(&behind),
+            server.shutdown_handle(),
+        );
+        tokio::spawn(async move {
+            cluster.stopped().await;
+            behind.store(true, std::sync::atomic::Ordering::SeqCst);
+            handle.shutdown();
+        });
+    }
+
     warn_if_few_files(args.max_connections);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
@@ -460,6 +485,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(audit) = audit {
         // Blocks until the writer thread caught up: off the runtime's workers.
         let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    }
+    #[cfg(feature = "cluster")]
+    if behind.load(std::sync::atomic::Ordering::SeqCst) {
+        let error = cluster
+            .and_then(|cluster| cluster.status().error)
+            .unwrap_or_default();
+        anyhow::bail!("this node stopped following the cluster's log: {error}");
     }
     Ok(())
 }
