@@ -37,7 +37,8 @@ pub(crate) fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Load {
-    pub(crate) target: Peer,
+    /// The servers to load (a cluster's nodes): connection `n` goes to `targets[n % len]`.
+    pub(crate) targets: Vec<Peer>,
     pub(crate) connections: usize,
     /// Requests per second over all connections; `None`: closed loop, as fast as answered.
     pub(crate) rate: Option<f64>,
@@ -45,6 +46,13 @@ pub(crate) struct Load {
     pub(crate) warmup: Duration,
     /// Measure this long.
     pub(crate) duration: Duration,
+}
+
+impl Load {
+    /// Where connection `n` goes.
+    fn target(&self, n: usize) -> &Peer {
+        &self.targets[n % self.targets.len().max(1)]
+    }
 }
 
 /// The requests to send, cycled: request `k` is `requests[k % len]`.
@@ -113,7 +121,8 @@ pub(crate) async fn run(load: &Load, requests: Requests) -> std::io::Result<Load
     // Connect everything first, so connection set-up is not measured.
     let mut conns = Vec::with_capacity(load.connections);
     for n in 0..load.connections.max(1) {
-        conns.push(Conn::connect(&load.target, source_ip(load.target.addr, n)).await?);
+        let target = load.target(n);
+        conns.push(Conn::connect(target, source_ip(target.addr, n)).await?);
     }
     let start = Instant::now();
     let measure_from = start + load.warmup;
@@ -219,7 +228,8 @@ async fn connection(
             }
             Err(_) => {
                 counters.errors.fetch_add(1, Ordering::Relaxed);
-                match Conn::connect(&load.target, source_ip(load.target.addr, n)).await {
+                let target = load.target(n);
+                match Conn::connect(target, source_ip(target.addr, n)).await {
                     Ok(fresh) => conn = fresh,
                     Err(_) => break,
                 }

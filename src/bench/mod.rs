@@ -205,7 +205,11 @@ impl Scenario {
 /// The server under test: how to reach it, and the in-process server if we started it.
 #[derive(Debug)]
 pub(crate) struct Under {
+    /// The server, or a cluster's first node: where writes go.
     pub(crate) peer: Peer,
+    /// Every node given (`peer` first): loads spread over them, and long polls park on the
+    /// nodes after the first, so a write on one node wakes polls on the others.
+    pub(crate) peers: Vec<Peer>,
     pub(crate) server: Option<RunningServer>,
 }
 
@@ -225,15 +229,24 @@ impl Under {
                     .bind("127.0.0.1:0")
                     .await
                     .map_err(|e| BenchError::Server(e.to_string()))?;
+                let peer = Peer::plain(server.local_addr());
                 Ok(Under {
-                    peer: Peer::plain(server.local_addr()),
+                    peers: vec![peer.clone()],
+                    peer,
                     server: Some(server),
                 })
             }
-            Target::Url(url) => Ok(Under {
-                peer: peer(url, access)?,
-                server: None,
-            }),
+            Target::Url(urls) => {
+                let peers = urls
+                    .split(',')
+                    .map(|url| peer(url.trim(), access))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Under {
+                    peer: peers[0].clone(),
+                    peers,
+                    server: None,
+                })
+            }
         }
     }
 
@@ -244,18 +257,29 @@ impl Under {
         }
     }
 
-    /// Parked long polls (consumer + provider) on the server, if it tells.
+    /// Where long poll `i` parks: on a node after the first when there are several.
+    pub(crate) fn poll_peer(&self, i: usize) -> &Peer {
+        match self.peers.len() {
+            0 | 1 => &self.peer,
+            n => &self.peers[1 + i % (n - 1)],
+        }
+    }
+
+    /// Parked long polls (consumer + provider) on the server (every node), if it tells.
     pub(crate) async fn parked(&self) -> Option<u64> {
         if let Some(server) = &self.server {
             let stats = server.registry().stats();
             return Some((stats.parked_waits + stats.parked_takes) as u64);
         }
-        let metrics = self.metrics().await?;
-        let sum: u64 = ["reg_parked_consumer_polls", "reg_parked_provider_polls"]
-            .iter()
-            .filter_map(|name| metric(&metrics, name))
-            .map(|v| v as u64)
-            .sum();
+        let mut sum = 0;
+        for peer in &self.peers {
+            let metrics = metrics(peer).await?;
+            sum += ["reg_parked_consumer_polls", "reg_parked_provider_polls"]
+                .iter()
+                .filter_map(|name| metric(&metrics, name))
+                .map(|v| v as u64)
+                .sum::<u64>();
+        }
         Some(sum)
     }
 
@@ -264,17 +288,8 @@ impl Under {
         if self.server.is_some() {
             return process_rss();
         }
-        let metrics = self.metrics().await?;
+        let metrics = metrics(&self.peer).await?;
         metric(&metrics, "process_resident_memory_bytes").map(|v| v as u64)
-    }
-
-    async fn metrics(&self) -> Option<String> {
-        let mut conn = http::Conn::connect(&self.peer, None).await.ok()?;
-        let response = conn
-            .send(&http::request("GET", "/metrics", &self.peer, None))
-            .await
-            .ok()?;
-        (response.status == 200).then(|| String::from_utf8_lossy(&response.body).into_owned())
     }
 
     async fn stop(self) {
@@ -282,6 +297,16 @@ impl Under {
             let _ = server.shutdown_and_wait().await;
         }
     }
+}
+
+/// A server's `/metrics`, if it answers them.
+async fn metrics(peer: &Peer) -> Option<String> {
+    let mut conn = http::Conn::connect(peer, None).await.ok()?;
+    let response = conn
+        .send(&http::request("GET", "/metrics", peer, None))
+        .await
+        .ok()?;
+    (response.status == 200).then(|| String::from_utf8_lossy(&response.body).into_owned())
 }
 
 /// The value of an unlabelled metric in Prometheus text.

@@ -339,9 +339,9 @@ fn row_from(name: &str, reg: &LoadResult, ceiling: Option<&LoadResult>) -> Row {
     }
 }
 
-fn load_for(peer: &Peer, common: &Common, connections: usize, rate: Option<f64>) -> Load {
+fn load_for(peers: &[Peer], common: &Common, connections: usize, rate: Option<f64>) -> Load {
     Load {
-        target: peer.clone(),
+        targets: peers.to_vec(),
         connections,
         rate,
         warmup: common.warmup,
@@ -393,8 +393,8 @@ pub(crate) async fn read(
     let ceiling = Ceiling::start(200, sample.body.clone())
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
-    let reg_load = load_for(&under.peer, common, options.connections, options.rate);
-    let top_load = load_for(&ceiling.peer(), common, options.connections, options.rate);
+    let reg_load = load_for(&under.peers, common, options.connections, options.rate);
+    let top_load = load_for(&[ceiling.peer()], common, options.connections, options.rate);
     let mut reg = None;
     let mut top = None;
     for ceiling_turn in ceiling_order(common) {
@@ -447,11 +447,11 @@ pub(crate) async fn write(
         .map(|n| put_provider(&under.peer, &[(n.clone(), value.clone())], &ttl))
         .collect();
 
-    let load = load_for(&under.peer, common, options.connections, options.rate);
+    let load = load_for(&under.peers, common, options.connections, options.rate);
     let ceiling = Ceiling::start(204, Vec::new())
         .await
         .map_err(BenchError::io("starting the ceiling server"))?;
-    let top_load = load_for(&ceiling.peer(), common, options.connections, options.rate);
+    let top_load = load_for(&[ceiling.peer()], common, options.connections, options.rate);
 
     let mut reg = None;
     let mut top = None;
@@ -501,7 +501,7 @@ pub(crate) async fn ceiling(
     let request = request("GET", "/consumer?name=bench.read.0", &server.peer(), None);
     bar.phase("GET against the bare hyper server");
     let result = run_load(
-        &load_for(&server.peer(), common, options.connections, options.rate),
+        &load_for(&[server.peer()], common, options.connections, options.rate),
         vec![request],
     )
     .await?;
@@ -565,12 +565,13 @@ async fn park(
 ) -> Result<Vec<Conn>, BenchError> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        let mut conn = connect(&under.peer, i + 1).await?;
+        let peer = under.poll_peer(i);
+        let mut conn = connect(peer, i + 1).await?;
         let mut path = format!("/consumer?name={}&wait=5m", name_of(i));
         if let Some(index) = index {
             let _ = write!(path, "&index={index}");
         }
-        conn.write(&request("GET", &path, &under.peer, None))
+        conn.write(&request("GET", &path, peer, None))
             .await
             .map_err(BenchError::io("parking a long poll"))?;
         conns.push(conn);
@@ -657,6 +658,7 @@ pub(crate) async fn fanout(
     let mut top_control = connect(&ceiling.peer(), 0).await?;
     let top_under = Under {
         peer: ceiling.peer(),
+        peers: vec![ceiling.peer()],
         server: None,
     };
     let top_conns = park(&top_under, n, |_| hot.clone(), None).await?;
@@ -705,7 +707,7 @@ pub(crate) async fn fanout(
             )
         })
         .collect();
-    let load = load_for(&under.peer, common, options.connections, None);
+    let load = load_for(&under.peers, common, options.connections, None);
     bar.phase("PUT load, no parked polls");
     let alone = run_load(&load, changes.clone()).await?;
     let read = expect(
@@ -1040,7 +1042,7 @@ pub(crate) async fn fleet(
         .collect();
     let top = run_load(
         &Load {
-            target: ceiling.peer(),
+            targets: vec![ceiling.peer()],
             connections: options.device_connections.max(1),
             rate: None,
             warmup: Duration::from_millis(500),

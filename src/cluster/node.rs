@@ -199,6 +199,8 @@ pub(crate) async fn start(
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        // Snapshot chunks are read with direct gets (raw bytes, from any replica).
+        allow_direct: true,
         ..Default::default()
     };
     let deadline = Instant::now() + JOIN_TIMEOUT;
@@ -460,10 +462,28 @@ impl Node {
         let Some(node) = self.me.upgrade() else {
             return;
         };
-        let bytes = snapshot::encode(registry, sequence, &self.touches);
+        // On the applier, between two entries: the state after this one, exactly (read out
+        // as the registers' Arcs; encoded off the applier).
+        let began = Instant::now();
+        let taken = snapshot::take(registry, sequence, &self.touches);
+        let held = began.elapsed();
         tokio::spawn(async move {
+            let bytes = match tokio::task::spawn_blocking(move || taken.encode()).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    node.note_error(&format!("encoding a cluster snapshot: {error}"));
+                    node.state.lock().writing = false;
+                    return;
+                }
+            };
             match node.store_snapshot(bytes, sequence, previous).await {
-                Ok(size) => tracing::info!(at = sequence, bytes = size, "cluster snapshot stored"),
+                Ok(size) => tracing::info!(
+                    at = sequence,
+                    bytes = size,
+                    applier_held_ms = held.as_millis() as u64,
+                    stored_ms = began.elapsed().as_millis() as u64,
+                    "cluster snapshot stored"
+                ),
                 Err(error) => {
                     tracing::warn!(at = sequence, %error, "storing a cluster snapshot failed");
                     node.note_error(&error);

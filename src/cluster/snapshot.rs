@@ -29,6 +29,7 @@ use async_nats::jetstream::stream::Stream;
 
 use crate::cluster::op::SnapshotHead;
 use crate::persist::record::{put_str, put_u64, Fields};
+use crate::persist::snapshot::{write_collected, Collected};
 use crate::store::{Registry, Revision};
 use crate::sync::{Arc, Map};
 
@@ -41,25 +42,53 @@ pub(crate) const CHUNK: usize = 256 << 10;
 /// Each live register's last set-or-touch entry and the node that proposed it.
 pub(crate) type Touches = Map<Arc<str>, (u64, u64)>;
 
-/// Encodes the state of `registry`, the replica that has just applied entry `at`.
-pub(crate) fn encode(registry: &Registry, at: u64, touches: &Touches) -> Vec<u8> {
+/// A replica's state after entry `at`, read out (cheaply: the registers' `Arc`s) by the
+/// applier between two entries, to be encoded off it.
+pub(crate) struct Taken {
+    at: u64,
+    last_request: u64,
+    revision: Revision,
+    touches: Vec<(Arc<str>, u64, u64)>,
+    state: Collected,
+}
+
+/// Reads out the state of `registry`, the replica that has just applied entry `at`.
+pub(crate) fn take(registry: &Registry, at: u64, touches: &Touches) -> Taken {
     let shared = registry.shared_ref();
-    let mut out = Vec::with_capacity(64 + registry.len() * 96);
-    out.extend_from_slice(MAGIC);
-    put_u64(&mut out, at);
-    put_u64(&mut out, shared.requests.last_id());
     let mut entries = Vec::with_capacity(touches.len());
     touches.for_each(|name, (entry, node)| entries.push((Arc::clone(name), *entry, *node)));
-    put_u64(&mut out, entries.len() as u64);
-    for (name, entry, node) in &entries {
-        put_str(&mut out, name);
-        put_u64(&mut out, *entry);
-        put_u64(&mut out, *node);
+    Taken {
+        at,
+        last_request: shared.requests.last_id(),
+        revision: registry.revision(),
+        touches: entries,
+        state: Collected::from(shared),
     }
-    let revision: Revision = registry.revision();
-    // Writing into a Vec cannot fail.
-    let _size = crate::persist::snapshot::write(shared, revision, &mut out);
-    out
+}
+
+impl Taken {
+    /// The snapshot's bytes.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.state.registers() * 96);
+        out.extend_from_slice(MAGIC);
+        put_u64(&mut out, self.at);
+        put_u64(&mut out, self.last_request);
+        put_u64(&mut out, self.touches.len() as u64);
+        for (name, entry, node) in &self.touches {
+            put_str(&mut out, name);
+            put_u64(&mut out, *entry);
+            put_u64(&mut out, *node);
+        }
+        // Writing into a Vec cannot fail.
+        let _size = write_collected(&self.state, self.revision, &mut out);
+        out
+    }
+}
+
+/// Encodes the state of `registry`, the replica that has just applied entry `at`.
+#[cfg(test)]
+fn encode(registry: &Registry, at: u64, touches: &Touches) -> Vec<u8> {
+    take(registry, at, touches).encode()
 }
 
 /// Restores a snapshot into `registry` (new: it has served no one) and `touches`; the entry
@@ -99,16 +128,30 @@ pub(crate) fn checksum(bytes: &[u8]) -> u32 {
     crate::persist::crc::crc32c(bytes)
 }
 
-/// Reads the snapshot `head` names from `stream`, checked against its length and crc32c.
+/// Chunks fetched at once when a snapshot loads.
+const IN_FLIGHT: usize = 8;
+
+/// Reads the snapshot `head` names from `stream` (direct gets, several in flight), checked
+/// against its length and crc32c.
 pub(crate) async fn fetch(stream: &Stream, head: &SnapshotHead) -> Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
     let len = usize::try_from(head.len).map_err(|_| "a snapshot too large to load".to_owned())?;
     let mut bytes = Vec::with_capacity(len.min(1 << 30));
-    for &sequence in &head.chunks {
-        let message = stream
-            .get_raw_message(sequence)
-            .await
-            .map_err(|e| format!("snapshot chunk at {sequence}: {e}"))?;
-        bytes.extend_from_slice(&message.payload);
+    let mut chunks = futures_util::stream::iter(head.chunks.iter().copied())
+        .map(|sequence| async move {
+            // A stream made without direct gets answers them with an error: ask its leader.
+            match stream.direct_get(sequence).await {
+                Ok(message) => Ok(message.payload),
+                Err(_) => stream
+                    .get_raw_message(sequence)
+                    .await
+                    .map(|message| message.payload)
+                    .map_err(|e| format!("snapshot chunk at {sequence}: {e}")),
+            }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some(chunk) = chunks.next().await {
+        bytes.extend_from_slice(&chunk?);
         if bytes.len() > len {
             return Err(format!(
                 "the snapshot after entry {} is longer than its head says",

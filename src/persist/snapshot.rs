@@ -34,6 +34,35 @@ use crate::sync::Arc;
 /// Bytes encoded before they are written out.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// A registry's state read out for a snapshot: the Arcs of its registers (cheap to take),
+/// encoded later, off the path that took them.
+pub(crate) struct Collected {
+    horizon: Revision,
+    removals: Vec<(Arc<str>, Revision, crate::store::EventKind)>,
+    registers: Vec<(Arc<crate::store::Register>, u64, u64)>,
+    requests: Vec<crate::store::SavedRequest>,
+    wall: u64,
+}
+
+impl Collected {
+    /// Reads out `shared`'s state.
+    pub(crate) fn from(shared: &Shared) -> Self {
+        let (horizon, removals) = shared.saved_history();
+        Collected {
+            horizon,
+            removals,
+            registers: shared.saved_registers(),
+            requests: shared.saved_requests(),
+            wall: shared.wall_ms(),
+        }
+    }
+
+    /// Registers in it.
+    pub(crate) fn registers(&self) -> usize {
+        self.registers.len()
+    }
+}
+
 /// Writes the registry's state, as a snapshot named for `revision`, to `out` (a file, or a
 /// cluster's snapshot in memory): the magic, then sealed frames. Returns the bytes written.
 pub(crate) fn write(
@@ -41,10 +70,22 @@ pub(crate) fn write(
     revision: Revision,
     out: &mut impl Write,
 ) -> std::io::Result<u64> {
-    let (horizon, removals) = shared.saved_history();
-    let registers = shared.saved_registers();
-    let requests = shared.saved_requests();
-    let wall = shared.wall_ms();
+    write_collected(&Collected::from(shared), revision, out)
+}
+
+/// [`write`] of a state read out before.
+pub(crate) fn write_collected(
+    state: &Collected,
+    revision: Revision,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
+    let Collected {
+        horizon,
+        removals,
+        registers,
+        requests,
+        wall,
+    } = state;
     out.write_all(super::record::SNAPSHOT_MAGIC)?;
     let mut size = 8u64;
     let mut chunk = Vec::with_capacity(WRITE_CHUNK * 2);
@@ -55,20 +96,20 @@ pub(crate) fn write(
         chunk.clear();
         written
     };
-    put_snapshot_begin(&mut chunk, revision, wall, horizon);
-    for (name, removed, kind) in &removals {
+    put_snapshot_begin(&mut chunk, revision, *wall, *horizon);
+    for (name, removed, kind) in removals {
         put_removed(&mut chunk, name, *removed, *kind);
         if chunk.len() >= WRITE_CHUNK {
             flush(&mut chunk, out)?;
         }
     }
-    for (register, ttl_ms, deadline) in &registers {
+    for (register, ttl_ms, deadline) in registers {
         put_set(&mut chunk, register, *ttl_ms, *deadline);
         if chunk.len() >= WRITE_CHUNK {
             flush(&mut chunk, out)?;
         }
     }
-    for saved in &requests {
+    for saved in requests {
         put_request(
             &mut chunk,
             &saved.name,

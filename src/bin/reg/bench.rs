@@ -126,10 +126,11 @@ enum ScenarioCommand {
 #[derive(Debug, Args)]
 struct CommonArgs {
     /// Measure the running reg-compatible server at this URL (`http[s]://host:port`): the
-    /// run writes registers named `bench.*` there and deletes them when done. Default: start
-    /// reg in-process. Never read from $REGISTRY, so a bench run cannot load a server by
-    /// accident.
-    #[arg(long, value_name = "URL")]
+    /// run writes registers named `bench.*` there and deletes them when done. A cluster's
+    /// nodes, comma-separated: writes go to the first, long polls park on the others (a write
+    /// wakes polls on other nodes) and loads spread over all. Default: start reg in-process.
+    /// Never read from $REGISTRY, so a bench run cannot load a server by accident.
+    #[arg(long, value_name = "URL[,URL…]")]
     url: Option<String>,
     // TLS files and token for the server at --url (unused in-process).
     #[command(flatten)]
