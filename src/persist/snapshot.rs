@@ -58,6 +58,7 @@ impl Collected {
     }
 
     /// Registers in it.
+    #[cfg(feature = "cluster")]
     pub(crate) fn registers(&self) -> usize {
         self.registers.len()
     }
