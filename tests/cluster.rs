@@ -657,3 +657,70 @@ async fn a_node_starts_from_a_snapshot_once_the_stream_is_trimmed() {
     assert_eq!(there.index(), index);
     assert_eq!(there.json()["registers"]["after"]["value"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_left_behind_the_trimmed_stream_stops_instead_of_skipping_entries() {
+    let mut cluster = Cluster::start_with(2, &["--cluster-snapshot-every", "100"]);
+    cluster.all_healthy().await;
+    let (a, b) = (cluster.addr(0), cluster.addr(1));
+    write(a, r#"{"registers":{"x":{"value":0,"ttl":"1h"}}}"#).await;
+    read_at(b, "name=x", index_of(a).await).await;
+
+    // Node 2 frozen (SIGSTOP) while node 1 writes more entries than its consumer could have
+    // buffered (a pull of 500) and the stream is trimmed past them.
+    let pid = cluster.nodes[1].as_ref().unwrap()._proc.0.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill").args([name, &pid]).status().unwrap();
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    for i in 1..=800 {
+        write(
+            a,
+            &format!(r#"{{"registers":{{"x":{{"value":{i},"ttl":"1h"}}}}}}"#),
+        )
+        .await;
+    }
+    let nats = async_nats::connect(cluster.nats[0].url()).await.unwrap();
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let mut stream = async_nats::jetstream::new(nats.clone())
+            .get_stream("REG_test")
+            .await
+            .unwrap();
+        if stream.info().await.unwrap().state.first_sequence > 600 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stream was never trimmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal("-CONT");
+
+    // It cannot apply what is gone: it stops, and `reg serve` exits with an error (its
+    // supervisor would restart it from the newest snapshot) instead of serving a state that
+    // skipped entries.
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        let node = cluster.nodes[1].as_mut().unwrap();
+        if let Some(status) = node._proc.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never stopped: {}",
+            cluster.log(1)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let log = cluster.log(1);
+    assert!(log.contains("stopped following the cluster's log"), "{log}");
+
+    // Restarted, it loads the newest snapshot and serves what node 1 serves.
+    let restarted = cluster.spawn_node(1);
+    cluster.nodes[1] = Some(restarted);
+    cluster.healthy(1).await;
+    let expected = get(a, "/consumer").await;
+    let state = read_at(cluster.addr(1), "name=x", expected.index()).await;
+    assert_eq!(state.json()["registers"]["x"]["value"], 800);
+}

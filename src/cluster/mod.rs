@@ -8,8 +8,8 @@
 //!   (`op.rs` says what an entry holds); JetStream's sequence orders every write in the
 //!   cluster. A write is answered once JetStream has stored it (a quorum of its servers) *and*
 //!   the node has applied it, so a client reads its own writes on the node it wrote to.
-//! * **Replicas.** Every node follows the stream from its first entry with an ordered
-//!   consumer and applies each entry in sequence through the registry's commit path
+//! * **Replicas.** Every node loads the newest snapshot and follows the stream from the entry
+//!   after it with an ordered consumer and applies each entry in sequence through the registry's commit path
 //!   (`store/replica.rs`). The same entries in the same order make the same revisions, so an
 //!   `X-Reg-Index` from one node is valid on every other, and long polls, SSE watches and
 //!   discovery watchers on every node wake for a write made on any.
@@ -72,7 +72,9 @@ pub struct ClusterConfig {
     pub touch_interval: Duration,
     /// How long a write waits for JetStream to confirm it before it is answered 503.
     pub publish_timeout: Duration,
-    /// Log entries between snapshots (0: none; the stream then keeps every entry).
+    /// Stream sequences between snapshots (0: none; the stream then keeps every entry). The
+    /// snapshots' own chunk messages count too (a 90 MB snapshot is some 370 of them). Give
+    /// every node the same value: which node takes a snapshot is decided from it.
     pub snapshot_every: u64,
 }
 

@@ -204,7 +204,7 @@ pub(crate) async fn start(
         ..Default::default()
     };
     let deadline = Instant::now() + JOIN_TIMEOUT;
-    let stream = loop {
+    let mut stream = loop {
         match js.get_or_create_stream(stream_config.clone()).await {
             Ok(stream) => break stream,
             Err(error) if Instant::now() < deadline => {
@@ -219,6 +219,31 @@ pub(crate) async fn start(
             }
         }
     };
+    // A stream made by an earlier reg has neither the snapshot subjects nor direct gets.
+    let made = stream.cached_info().config.clone();
+    let missing = stream_config
+        .subjects
+        .iter()
+        .any(|subject| !made.subjects.contains(subject));
+    if missing || !made.allow_direct {
+        let mut subjects = made.subjects.clone();
+        for subject in &stream_config.subjects {
+            if !subjects.contains(subject) {
+                subjects.push(subject.clone());
+            }
+        }
+        let updated = stream::Config {
+            subjects,
+            allow_direct: true,
+            ..made
+        };
+        js.update_stream(&updated).await.map_err(|e| {
+            ClusterError::Nats(format!(
+                "cannot add the snapshot subjects to stream {stream_name}: {e}"
+            ))
+        })?;
+        stream = js.get_stream(&stream_name).await.map_err(nats)?;
+    }
     // The newest snapshot first (retried: a newer one may trim the chunks of the one being
     // read), then the entries after it.
     let touches = Touches::new();
@@ -236,7 +261,16 @@ pub(crate) async fn start(
             }
         }
     };
-    let joined_at = last_sequence(&stream, &subject).await.map_err(nats)?;
+    let joined_at = loop {
+        match last_sequence(&stream, &subject).await {
+            Ok(last) => break last,
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(%error, "reading the log's last entry; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(ClusterError::Nats(error)),
+        }
+    };
     let node = Arc::new_cyclic(|me| Node {
         me: me.clone(),
         id: random_id(),
@@ -404,9 +438,11 @@ impl Node {
                 return Some(proposer);
             }
             Body::Snapshot(head) => {
+                // A late head (its writer was slow) moves nothing back, and clears only the
+                // claim it answers, not a newer one.
                 let mut state = self.state.lock();
-                if head.at > state.snapshot_at {
-                    state.snapshot_at = head.at;
+                state.snapshot_at = state.snapshot_at.max(head.at);
+                if state.claim.is_some_and(|(at, _)| at <= head.at) {
                     state.claim = None;
                 }
                 return Some(proposer);
@@ -510,6 +546,11 @@ impl Node {
                     .await?,
             );
         }
+        if self.state.lock().snapshot_at >= at {
+            return Err(format!(
+                "a snapshot at or after entry {at} was stored meanwhile; this one is dropped"
+            ));
+        }
         let head = Body::Snapshot(SnapshotHead {
             at,
             len: bytes.len() as u64,
@@ -554,6 +595,15 @@ impl Replicator for Node {
         proposal: Proposal,
         origin: Option<Origin>,
     ) -> BoxFuture<Result<Applied, StoreError>> {
+        if self.state.lock().stopped {
+            return Box::pin(async {
+                Err(StoreError::Unavailable {
+                    reason: "this node stopped following the cluster's log (it fell behind \
+                             what the stream keeps); restart it"
+                        .into(),
+                })
+            });
+        }
         let op = self.next_op();
         let (tx, rx) = oneshot::channel();
         self.waiting.lock().insert(op, tx);
@@ -639,6 +689,24 @@ async fn apply_loop(node: Arc<Node>, registry: Registry) {
     }
 }
 
+/// The stream's first sequence now.
+async fn stream_first(node: &Node) -> Result<u64, Stop> {
+    let stream = node
+        .js
+        .get_stream(&node.stream)
+        .await
+        .map_err(|e| Stop::Retry(e.to_string()))?;
+    Ok(stream.cached_info().state.first_sequence)
+}
+
+/// The stream starts at `first`, past `next`, the entry this node needs next.
+fn behind(first: u64, next: u64) -> Stop {
+    Stop::Behind(format!(
+        "the stream was trimmed to sequence {first} while this node needed entry {next} \
+         (it fell more than a snapshot interval behind); restart it to load the newest snapshot"
+    ))
+}
+
 /// Why following the log stopped.
 enum Stop {
     /// Try again (from the first entry not applied).
@@ -663,11 +731,7 @@ async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stop
     // needs means that entry (a log entry) is gone.
     let first = stream.cached_info().state.first_sequence;
     if first > start {
-        return Err(Stop::Behind(format!(
-            "the stream was trimmed to entry {first} while this node had applied {} (more \
-             than a snapshot interval behind); restart it to load the newest snapshot",
-            start - 1
-        )));
+        return Err(behind(first, start));
     }
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -710,13 +774,25 @@ async fn follow(node: &Node, registry: &Registry, start: u64) -> Result<(), Stop
             let info = message.info().map_err(|e| e.to_string())?;
             (info.stream_sequence, info.pending)
         };
-        if sequence <= node.state.lock().applied {
+        let next = node.state.lock().applied + 1;
+        if sequence < next {
             continue;
+        }
+        if sequence > next {
+            // A gap: snapshot messages (other subjects) — or log entries trimmed before this
+            // node read them, which the consumer skips without a word. Trims end just after a
+            // log entry, so a first sequence past the next one needed means entries are gone.
+            let first = stream_first(node).await?;
+            if first > next {
+                return Err(behind(first, next));
+            }
         }
         let proposer = node.apply(registry, sequence, &message.payload);
         node.applied(sequence, pending);
         if let Some(proposer) = proposer {
             node.snapshot_if_due(registry, sequence, proposer);
+            // Reading a large registry out takes a while; that is not the consumer stalling.
+            progress = Instant::now();
         }
     }
     Err(Stop::Retry("the consumer ended".into()))
@@ -789,9 +865,13 @@ async fn load_snapshot(
         Err(error) => return Err(format!("a snapshot head that does not decode: {error}")),
     };
     let bytes = snapshot::fetch(stream, &head).await?;
-    let at = snapshot::restore(registry, touches, &bytes)?;
-    tracing::info!(at, bytes = bytes.len(), "loaded the cluster's snapshot");
-    Ok(at)
+    snapshot::restore(registry, touches, &bytes, head.at)?;
+    tracing::info!(
+        at = head.at,
+        bytes = bytes.len(),
+        "loaded the cluster's snapshot"
+    );
+    Ok(head.at)
 }
 
 /// Every second: the stream's last sequence, so that the applier knows when it is behind

@@ -91,15 +91,25 @@ fn encode(registry: &Registry, at: u64, touches: &Touches) -> Vec<u8> {
     take(registry, at, touches).encode()
 }
 
-/// Restores a snapshot into `registry` (new: it has served no one) and `touches`; the entry
-/// it holds the state after.
-pub(crate) fn restore(registry: &Registry, touches: &Touches, bytes: &[u8]) -> Result<u64, String> {
+/// Restores a snapshot into `registry` (new: it has served no one) and `touches`: the one
+/// its head says holds the state after entry `at`; nothing is restored unless it is whole.
+pub(crate) fn restore(
+    registry: &Registry,
+    touches: &Touches,
+    bytes: &[u8],
+    at: u64,
+) -> Result<(), String> {
     let body = bytes
         .strip_prefix(MAGIC.as_slice())
         .ok_or("not a reg cluster snapshot of this format version")?;
     let mut fields = Fields(body);
     let bad = |bad: crate::persist::record::Bad| bad.to_string();
-    let at = fields.u64().map_err(bad)?;
+    let holds = fields.u64().map_err(bad)?;
+    if holds != at {
+        return Err(format!(
+            "the snapshot holds the state after entry {holds}, its head says {at}"
+        ));
+    }
     let last_request = fields.u64().map_err(bad)?;
     let count = fields.u64().map_err(bad)?;
     // Each takes at least 20 bytes: a damaged count allocates nothing large.
@@ -120,7 +130,7 @@ pub(crate) fn restore(registry: &Registry, touches: &Touches, bytes: &[u8]) -> R
     for (name, touched) in restored {
         touches.insert(name, touched);
     }
-    Ok(at)
+    Ok(())
 }
 
 /// The crc32c a head carries.
@@ -135,8 +145,18 @@ const IN_FLIGHT: usize = 8;
 /// against its length and crc32c.
 pub(crate) async fn fetch(stream: &Stream, head: &SnapshotHead) -> Result<Vec<u8>, String> {
     use futures_util::StreamExt;
-    let len = usize::try_from(head.len).map_err(|_| "a snapshot too large to load".to_owned())?;
-    let mut bytes = Vec::with_capacity(len.min(1 << 30));
+    let most = head.chunks.len().saturating_mul(CHUNK);
+    let len = usize::try_from(head.len)
+        .ok()
+        .filter(|len| *len <= most)
+        .ok_or_else(|| {
+            format!(
+                "a snapshot head of {} bytes in {} chunks",
+                head.len,
+                head.chunks.len()
+            )
+        })?;
+    let mut bytes = Vec::with_capacity(len);
     let mut chunks = futures_util::stream::iter(head.chunks.iter().copied())
         .map(|sequence| async move {
             // A stream made without direct gets answers them with an error: ask its leader.
@@ -206,7 +226,12 @@ mod tests {
 
         let copy = Registry::new();
         let copied = Touches::new();
-        assert_eq!(restore(&copy, &copied, &bytes).unwrap(), 12);
+        assert!(
+            restore(&copy, &Touches::new(), &bytes, 11).is_err(),
+            "another entry's"
+        );
+        assert_eq!(copy.len(), 0);
+        restore(&copy, &copied, &bytes, 12).unwrap();
         assert_eq!(copy.revision(), registry.revision());
         for name in ["a", "b"] {
             assert_eq!(copy.get(name), registry.get(name), "{name}");
@@ -232,7 +257,7 @@ mod tests {
         for cut in [0, 8, 20, bytes.len() - 1] {
             let copy = Registry::new();
             assert!(
-                restore(&copy, &Touches::new(), &bytes[..cut]).is_err(),
+                restore(&copy, &Touches::new(), &bytes[..cut], 3).is_err(),
                 "cut at {cut}"
             );
             assert_eq!(copy.len(), 0, "cut at {cut}");
@@ -241,7 +266,7 @@ mod tests {
         let last = flipped.len() - 3;
         flipped[last] ^= 0x40;
         let copy = Registry::new();
-        assert!(restore(&copy, &Touches::new(), &flipped).is_err());
+        assert!(restore(&copy, &Touches::new(), &flipped, 3).is_err());
         assert_eq!(copy.len(), 0);
     }
 }
