@@ -106,7 +106,13 @@ struct Cluster {
     name: String,
     /// More `reg serve` arguments for every node.
     extra: Vec<String>,
+    /// One cluster at a time (dropped last, after its processes): two of them on two cores
+    /// starve each other's Raft elections (NATS waits 4–9 s to call one), and a test would
+    /// measure the machine instead of the cluster.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Node {
     _proc: Proc,
@@ -121,6 +127,10 @@ impl Cluster {
 
     /// [`start`](Self::start), with more `reg serve` arguments for every node.
     fn start_with(nodes: usize, extra: &[&str]) -> Cluster {
+        // A test that failed holding it poisoned it; the next one is fine to go.
+        let serial = SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let route: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -164,6 +174,7 @@ impl Cluster {
             nodes: Vec::new(),
             name: "test".into(),
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            _serial: serial,
         };
         for i in 0..nodes {
             let node = cluster.spawn_node(i);
