@@ -349,13 +349,8 @@ impl Registry {
         }
         let Some(replica) = shared.replica.get() else {
             shared.writable()?;
-            shared.requests.request_many(
-                requests
-                    .iter()
-                    .map(|(name, value)| (&**name, value.clone())),
-                shared.now_ms(),
-                origin,
-            )?;
+            // What a replica applies, here at once.
+            self.apply_requests(origin, &requests)?;
             return self.durable_all().await;
         };
         match replica
